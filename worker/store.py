@@ -1,0 +1,231 @@
+"""Results stores: SQLite (embedded default) and PostgreSQL (psycopg 3), by ENRICH_STORE_URL.
+
+Writes are upserts by document id, so a redelivered article never makes a second row;
+``writes`` counts how often a document was written (executions per article). The schema
+is created or migrated when a store opens.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from worker.errors import ConfigurationError, StoreUnavailable
+
+# (version, statements). Append, never edit: stores migrate forward on open.
+_SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE documents (
+            id TEXT PRIMARY KEY,
+            url TEXT, source TEXT, language TEXT, duplicate_of TEXT, content_hash TEXT,
+            doc TEXT NOT NULL,
+            stored_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            writes INTEGER NOT NULL DEFAULT 1)""",
+        "CREATE INDEX documents_stored_at ON documents (stored_at)",
+        "CREATE INDEX documents_duplicate_of ON documents (duplicate_of)",
+    ]),
+]
+_POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE documents (
+            id TEXT PRIMARY KEY,
+            url TEXT, source TEXT, language TEXT, duplicate_of TEXT, content_hash TEXT,
+            doc JSONB NOT NULL,
+            stored_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            writes INTEGER NOT NULL DEFAULT 1)""",
+        "CREATE INDEX documents_stored_at ON documents (stored_at)",
+        "CREATE INDEX documents_duplicate_of ON documents (duplicate_of)",
+    ]),
+]
+
+
+class Store(Protocol):
+    url: str
+
+    def upsert(self, doc: dict[str, Any]) -> None: ...
+    def get(self, doc_id: str) -> dict[str, Any] | None: ...
+    def writes(self, doc_id: str) -> int: ...
+    def iter_documents(self) -> Iterator[dict[str, Any]]: ...
+    def count(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def _columns(doc: dict[str, Any]) -> tuple:
+    return (
+        doc["id"], doc.get("url"), doc.get("source"),
+        (doc.get("language") or {}).get("code"),
+        (doc.get("dedupe") or {}).get("duplicate_of"),
+        (doc.get("dedupe") or {}).get("content_hash"),
+        json.dumps(doc, ensure_ascii=False),
+    )
+
+
+class SQLiteStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, statements in _SQLITE_MIGRATIONS:
+            if version in done:
+                continue
+            with conn:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+
+    def upsert(self, doc: dict[str, Any]) -> None:
+        now = datetime.now(UTC).isoformat()
+        with self._lock, self._conn:
+            self._conn.execute(
+                """INSERT INTO documents
+                   (id, url, source, language, duplicate_of, content_hash, doc, stored_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET
+                     url = excluded.url, source = excluded.source, language = excluded.language,
+                     duplicate_of = excluded.duplicate_of, content_hash = excluded.content_hash,
+                     doc = excluded.doc, updated_at = excluded.updated_at,
+                     writes = documents.writes + 1""",
+                (*_columns(doc), now, now),
+            )
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT doc FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def writes(self, doc_id: str) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT writes FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return row[0] if row else 0
+
+    def iter_documents(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT doc FROM documents ORDER BY stored_at, id").fetchall()
+        for (doc,) in rows:
+            yield json.loads(doc)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresStore:
+    """PostgreSQL through psycopg 3; reconnects after a lost connection."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # imported here: the producer and embedded mode never need it
+
+        self._psycopg = psycopg
+        self.url = url
+        self._conn = None
+        self._lock = threading.Lock()
+        with self._lock:
+            self._run(self._migrate)
+
+    def _connect(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = self._psycopg.connect(self.url, connect_timeout=5)
+        return self._conn
+
+    def _run(self, fn):
+        try:
+            return fn(self._connect())
+        except self._psycopg.OperationalError as exc:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+
+    def _migrate(self, conn) -> None:
+        with conn.transaction():
+            # One migrator at a time: workers starting together must not race.
+            conn.execute("SELECT pg_advisory_xact_lock(7213401)")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, statements in _POSTGRES_MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    def upsert(self, doc: dict[str, Any]) -> None:
+        def write(conn):
+            with conn.transaction():
+                conn.execute(
+                    """INSERT INTO documents
+                       (id, url, source, language, duplicate_of, content_hash, doc)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+                       ON CONFLICT (id) DO UPDATE SET
+                         url = excluded.url, source = excluded.source,
+                         language = excluded.language, duplicate_of = excluded.duplicate_of,
+                         content_hash = excluded.content_hash, doc = excluded.doc,
+                         updated_at = now(), writes = documents.writes + 1""",
+                    _columns(doc),
+                )
+
+        with self._lock:
+            self._run(write)
+
+    def _one(self, sql: str, params: tuple = ()):
+        def query(conn):
+            with conn.transaction():
+                return conn.execute(sql, params).fetchone()
+
+        with self._lock:
+            return self._run(query)
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT doc FROM documents WHERE id = %s", (doc_id,))
+        return row[0] if row else None
+
+    def writes(self, doc_id: str) -> int:
+        row = self._one("SELECT writes FROM documents WHERE id = %s", (doc_id,))
+        return row[0] if row else 0
+
+    def count(self) -> int:
+        return self._one("SELECT count(*) FROM documents")[0]
+
+    def iter_documents(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            conn = self._connect()
+            with conn.transaction(), conn.cursor(name="export") as cursor:
+                cursor.itersize = 500
+                cursor.execute("SELECT doc FROM documents ORDER BY stored_at, id")
+                for (doc,) in cursor:
+                    yield doc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def open_store(url: str) -> Store:
+    if url.startswith("sqlite:"):
+        return SQLiteStore(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    raise ConfigurationError(
+        f"ENRICH_STORE_URL must start with sqlite:/// or postgresql:// (got {url.split(':')[0]!r})"
+    )
