@@ -64,6 +64,9 @@ def configure(fmt: str = "auto", level: str = "INFO", stream=None) -> None:
     root.setLevel(level.upper())
     for noisy in ("trafilatura", "htmldate", "courlan", "justext", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Celery's per-task success line carries the task's return value: a whole article.
+    # Our own "article enriched" summary line replaces it.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
 
 def get_logger(name: str = "worker"):

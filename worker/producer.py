@@ -1,0 +1,265 @@
+"""Publishing articles: validate against raw article v1, then send one chain per article.
+
+    from worker.producer import publish
+    report = publish([{"url": "https://...", "text": "..."}])
+    report.published, report.rejected
+
+Cheap to import: no spaCy, trafilatura, langdetect or numpy (a test checks this), so a
+scraper can depend on it. Every record ends up published or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from celery import Celery, chain
+
+from worker.app import CHAIN, TASK_NAMES, create_app
+from worker.contracts import validate_raw
+from worker.errors import EnrichError, InvalidArticle
+from worker.settings import Settings, get_settings, redact_url
+
+FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".txt": "text",
+              ".text": "text", ".html": "html", ".htm": "html"}
+_JSON_SLACK = 1_000_000  # bytes of JSON around text and html in one record
+_MAX_JSON_DOCUMENT = 512 * 1024 * 1024
+
+
+@dataclass
+class Rejection:
+    where: str
+    reason: str
+    error: str
+    id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}: {self.error}"
+
+
+@dataclass
+class PublishReport:
+    published: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "published": len(self.published),
+            "rejected": len(self.rejected),
+            "rejections": [r.__dict__ for r in self.rejected],
+        }
+
+
+class RecordError(EnrichError):
+    """A record that could not even be read (bad JSON, bad encoding, too big)."""
+
+    reason = "unreadable"
+
+
+# --- reading inputs ------------------------------------------------------------------------
+def decode(data: bytes, where: str) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+                          reason="bad_encoding") from None
+
+
+def parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise RecordError("JSON nested too deeply", reason="bad_json") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc.msg} at column {exc.colno}",
+                          reason="bad_json") from None
+
+
+def bounded_lines(stream: BinaryIO, limit: int) -> Iterator[bytes | RecordError]:
+    """Lines of a byte stream; a line over `limit` bytes is skipped unread, as an error."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:  # discard the rest of the oversized line in bounded chunks
+                rest = stream.readline(1 << 20)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield RecordError(f"line is over the {limit:,}-byte record limit", reason="too_large")
+            continue
+        yield line
+
+
+def read_jsonl(stream: BinaryIO, name: str, limit: int) -> Iterator[tuple[str, Any]]:
+    for number, line in enumerate(bounded_lines(stream, limit), start=1):
+        where = f"{name}:{number}"
+        if isinstance(line, RecordError):
+            yield where, line
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield where, parse_json(decode(line, where))
+        except RecordError as exc:
+            yield where, exc
+
+
+def read_json_document(data: bytes, name: str) -> Iterator[tuple[str, Any]]:
+    try:
+        value = parse_json(decode(data, name))
+    except RecordError as exc:
+        yield name, exc
+        return
+    if isinstance(value, list):
+        for number, item in enumerate(value):
+            yield f"{name}[{number}]", item
+    else:
+        yield name, value
+
+
+def _whole_file(path: Path, limit: int) -> bytes | RecordError:
+    size = path.stat().st_size
+    if size > limit:
+        return RecordError(f"file is {size:,} bytes, over the {limit:,}-byte limit",
+                           reason="too_large")
+    return path.read_bytes()
+
+
+def read_path(path: Path, settings: Settings) -> Iterator[tuple[str, Any]]:
+    name = str(path)
+    kind = FILE_KINDS.get(path.suffix.lower())
+    record_limit = settings.max_text_bytes + settings.max_html_bytes + _JSON_SLACK
+    if kind is None:
+        yield name, RecordError(f"unsupported file type {path.suffix or '(none)'!r}",
+                                reason="unsupported_file")
+        return
+    if kind == "jsonl":
+        with path.open("rb") as stream:
+            yield from read_jsonl(stream, name, record_limit)
+        return
+    limit = {"json": _MAX_JSON_DOCUMENT, "text": settings.max_text_bytes,
+             "html": settings.max_html_bytes}[kind]
+    data = _whole_file(path, limit)
+    if isinstance(data, RecordError):
+        yield name, data
+    elif kind == "json":
+        yield from read_json_document(data, name)
+    else:
+        try:
+            content = decode(data, name)
+        except RecordError as exc:
+            yield name, exc
+            return
+        yield name, {kind: content, "metadata": {"file": path.name}}
+
+
+def read_stdin(stream: BinaryIO, settings: Settings) -> Iterator[tuple[str, Any]]:
+    """stdin: JSON Lines, a JSON array, HTML or plain text, told apart by the first byte."""
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)
+    head = buffered.peek(64).lstrip()[:1]
+    record_limit = settings.max_text_bytes + settings.max_html_bytes + _JSON_SLACK
+    if head == b"{":
+        yield from read_jsonl(buffered, "<stdin>", record_limit)
+        return
+    data = buffered.read(max(record_limit, _MAX_JSON_DOCUMENT) + 1)
+    if head == b"[":
+        yield from read_json_document(data, "<stdin>")
+        return
+    try:
+        content = decode(data, "<stdin>")
+    except RecordError as exc:
+        yield "<stdin>", exc
+        return
+    kind = "html" if head == b"<" else "text"
+    yield "<stdin>", {kind: content}
+
+
+def read_inputs(
+    inputs: Iterable[str], settings: Settings, stdin: BinaryIO | None = None
+) -> Iterator[tuple[str, Any]]:
+    """(where, record or RecordError) for every record in files, directories and '-'."""
+    for item in inputs:
+        if item == "-":
+            yield from read_stdin(stdin or sys.stdin.buffer, settings)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    child = Path(root, name)
+                    if child.suffix.lower() in FILE_KINDS:
+                        yield from read_path(child, settings)
+        elif path.exists():
+            yield from read_path(path, settings)
+        else:
+            yield item, RecordError("no such file or directory", reason="not_found")
+
+
+# --- publishing ------------------------------------------------------------------------------
+def chain_for(celery_app: Celery, article: dict[str, Any], queue: str):
+    first, *rest = (TASK_NAMES[name] for name in CHAIN)
+    return chain(
+        celery_app.signature(first, args=(article,), queue=queue),
+        *(celery_app.signature(name, queue=queue) for name in rest),
+    )
+
+
+def check_broker(celery_app: Celery, settings: Settings) -> None:
+    try:
+        with celery_app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+    except Exception as exc:  # kombu raises several kinds
+        raise ConnectionError(
+            f"cannot reach the broker at {redact_url(settings.broker_url)}: {exc}"
+        ) from exc
+
+
+def publish(
+    records: Iterable[Any],
+    *,
+    settings: Settings | None = None,
+    celery_app: Celery | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PublishReport:
+    """Validate and publish records; each is a dict (raw article v1) or (where, record).
+
+    Raises ConnectionError when the broker cannot be reached (nothing is half-published:
+    records are sent one by one, and the report so far is attached as `exc.report`).
+    """
+    settings = settings or get_settings()
+    celery_app = celery_app or create_app(settings)
+    check_broker(celery_app, settings)
+    report = PublishReport()
+    for number, item in enumerate(records):
+        where, record = item if isinstance(item, tuple) else (f"record {number}", item)
+        if isinstance(record, RecordError):
+            report.rejected.append(Rejection(where, record.reason, record.message))
+        else:
+            try:
+                article = validate_raw(record, max_text_bytes=settings.max_text_bytes,
+                                       max_html_bytes=settings.max_html_bytes)
+            except InvalidArticle as exc:
+                rid = record.get("id") if isinstance(record, dict) else None
+                report.rejected.append(Rejection(where, exc.reason, exc.message,
+                                                 rid if isinstance(rid, str) else None))
+            else:
+                try:
+                    chain_for(celery_app, article, settings.queue).apply_async()
+                except Exception as exc:
+                    error = ConnectionError(f"publishing failed at {where}: {exc}")
+                    error.report = report  # type: ignore[attr-defined]
+                    raise error from exc
+                report.published.append(article["id"])
+        if on_progress:
+            on_progress(len(report.published), len(report.rejected))
+    return report
