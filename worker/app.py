@@ -21,7 +21,7 @@ CHAIN = ("clean", "language", "entities", "dedupe", "store")
 
 
 def celery_config(settings: Settings) -> dict:
-    return {
+    config = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
@@ -39,6 +39,15 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Publishing the chain's next step must outlast a Redis restart: with the default
+        # policy (3 quick tries) the finished task failed, was acked, and its article lost.
+        "task_publish_retry": True,
+        # Keep running tasks when the broker connection drops (their ack is replayed by the
+        # visibility timeout if it cannot be sent; stores are idempotent).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "task_publish_retry_policy": {
+            "max_retries": 60, "interval_start": 0.2, "interval_step": 1, "interval_max": 5,
+        },
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
         # Flower and `celery events` see every task.
@@ -50,6 +59,10 @@ def celery_config(settings: Settings) -> dict:
         "worker_redirect_stdouts": False,
         "enable_utc": True,
     }
+    if settings.broker_url.startswith("redis://"):
+        # Garbage on the queue goes to dead letters instead of stopping the worker.
+        config["broker_transport"] = "worker.transport:Transport"
+    return config
 
 
 def create_app(settings: Settings | None = None) -> Celery:

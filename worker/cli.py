@@ -197,12 +197,11 @@ def status_figures(settings: Settings) -> dict[str, Any]:
     from worker.resources import redis_client
 
     broker = redis_client(settings.broker_url)
-    index = redis_client(settings.index_redis_url)
     waiting = broker.llen(settings.queue)
     reserved = broker.hlen("unacked")  # kombu: delivered to a worker, not yet acknowledged
     return {
         "queue_depth": int(waiting) + int(reserved),
-        "dead_letters": int(index.llen(settings.dead_letter_key)),
+        "dead_letters": int(broker.llen(settings.dead_letter_key)),
         "stored": _store(settings).count(),
     }
 
@@ -245,6 +244,18 @@ def demo(embedded: bool, timeout: int) -> None:
     from worker.demo import run_demo
 
     sys.exit(run_demo(get_settings(), embedded=embedded, timeout=timeout))
+
+
+# --- flower: the monitoring UI, authenticated by default (worker/flower.py) ---------------------
+from worker.flower import flower as _flower  # noqa: E402 - cheap: click and settings only
+
+main.add_command(_flower)
+
+
+# --- enrich eval: stage quality on the shared evaluation data (worker/evaluation) ---------
+from worker.evaluation.command import eval_command  # noqa: E402
+
+main.add_command(eval_command)
 
 
 if __name__ == "__main__":

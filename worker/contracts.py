@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,6 +17,9 @@ from worker.errors import InvalidArticle, TooLarge
 
 RAW_VERSION = 1
 ENRICHED_VERSION = 1
+# A \u0000 escape in JSON text: an odd run of backslashes before u0000 (an even run is
+# escaped backslashes followed by the letters "u0000").
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _check_string(value: str, field: str) -> str:
@@ -83,6 +87,8 @@ class RawArticle(BaseModel):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"metadata is not plain JSON: {exc}") from None
         _check_string(encoded, "metadata")
+        if _ESCAPED_NUL.search(encoded):  # json.dumps writes NUL as the escape \u0000
+            raise ValueError("metadata contains a NUL character")
         return value
 
     @model_validator(mode="after")
@@ -100,10 +106,9 @@ def derive_id(url: str | None, text: str | None, html: str | None) -> str:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err.get("loc", ())) or "record"
-        msg = err.get("msg", "invalid")
-        msg = msg.removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
 
 

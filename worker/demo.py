@@ -60,7 +60,7 @@ def _wait_for(ids: list[str], since: str, settings: Settings, timeout: float, wo
     from worker.store import open_store
 
     store = open_store(settings.store_url)
-    dead = DeadLetters(redis_client(settings.index_redis_url), settings.dead_letter_key)
+    dead = DeadLetters(redis_client(settings.broker_url), settings.dead_letter_key)
     dead_before = dead.count()
     stored: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}

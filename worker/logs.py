@@ -50,7 +50,8 @@ def configure(fmt: str = "auto", level: str = "INFO", stream=None) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        # No ExtraAdder: Celery's records carry task args (article bodies) as extras.
+        foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

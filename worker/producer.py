@@ -52,6 +52,7 @@ class PublishReport:
         return {
             "published": len(self.published),
             "rejected": len(self.rejected),
+            "ids": self.published,
             "rejections": [r.__dict__ for r in self.rejected],
         }
 
@@ -196,9 +197,8 @@ def read_inputs(
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
-                    child = Path(root, name)
-                    if child.suffix.lower() in FILE_KINDS:
-                        yield from read_path(child, settings)
+                    # Unsupported kinds are reported (read_path), never silently skipped.
+                    yield from read_path(Path(root, name), settings)
         elif path.exists():
             yield from read_path(path, settings)
         else:

@@ -64,8 +64,15 @@ class Resources:
         return redis_client(self.settings.index_redis_url)
 
     @cached_property
+    def broker_redis(self) -> redis.Redis:
+        if self.settings.broker_url == self.settings.index_redis_url:
+            return self.redis
+        return redis_client(self.settings.broker_url)
+
+    @cached_property
     def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self.redis, self.settings.dead_letter_key)
+        # On the broker's Redis, beside the queue: the transport parks malformed items there.
+        return DeadLetters(self.broker_redis, self.settings.dead_letter_key)
 
     @cached_property
     def models(self) -> ModelRegistry:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,14 +21,17 @@ class Settings(BaseSettings):
     # --- where things are -------------------------------------------------------------
     broker_url: str = Field("redis://localhost:6379/0", description="Celery broker (Redis).")
     redis_url: str | None = Field(
-        None, description="Redis for the dedupe index and dead letters; defaults to broker_url."
+        None, description="Redis for the shared dedupe index; defaults to broker_url."
     )
     store_url: str = Field(
         "sqlite:///enriched.db",
         description="Results store: sqlite:///PATH (embedded) or postgresql://... (production).",
     )
     queue: str = Field("enrich", description="Celery queue the chain's tasks run on.")
-    key_prefix: str = Field("enrich:", description="Prefix of every Redis key this project owns.")
+    key_prefix: str = Field(
+        "enrich:",
+        description="Prefix of this project's Redis keys (dedupe index; dead letters on the broker).",
+    )
 
     # --- input contract limits -------------------------------------------------------
     max_text_bytes: int = Field(2_000_000, description="Largest `text` accepted (UTF-8 bytes).")
@@ -64,6 +67,16 @@ class Settings(BaseSettings):
         "auto", description="auto: console on a terminal, JSON otherwise."
     )
     log_level: str = Field("INFO", description="Root log level.")
+
+    # --- flower ----------------------------------------------------------------------
+    # SecretStr: a repr or log of the settings shows '**********', never the passwords.
+    flower_basic_auth: SecretStr | None = Field(
+        None,
+        description="Flower basic auth, user:password[,user2:pass2]; `enrich flower` "
+        "refuses to start without it (except on localhost with an explicit flag).",
+    )
+    flower_port: int = Field(5555, description="Port `enrich flower` listens on.")
+    flower_address: str = Field("0.0.0.0", description="Address `enrich flower` binds to.")
 
     @property
     def index_redis_url(self) -> str:

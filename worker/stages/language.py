@@ -75,7 +75,9 @@ class LanguageDetector:
         top_code, top_prob = candidates[0]
         for hint in hints:
             for code, prob in candidates:
-                if code == hint and code != top_code and top_prob - prob <= _TIE_MARGIN:
+                if code == hint and top_prob - prob <= _TIE_MARGIN:
+                    if code == top_code and top_prob >= self.min_confidence:
+                        return {"code": code, "confidence": round(prob, 4), "method": "langdetect"}
                     return {"code": code, "confidence": round(prob, 4), "method": "hint_tiebreak"}
         if top_prob < self.min_confidence:
             return {"code": UNDETERMINED, "confidence": round(top_prob, 4), "method": "low_confidence"}
