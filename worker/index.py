@@ -108,7 +108,7 @@ class MemoryIndex:
         self.window = window_seconds
         self.clock = clock
         self._lock = threading.Lock()
-        self._owners: dict[str, str] = {}
+        self._owners: dict[str, tuple[str, float]] = {}  # content hash -> (id, indexed at)
         self._signatures: dict[str, bytes] = {}
         self._bands: dict[str, OrderedDict[str, float]] = {}
         self._decisions: dict[tuple[str, str], tuple[str | None, float | None]] = {}
@@ -120,11 +120,11 @@ class MemoryIndex:
             key = (doc_id, content_hash)
             if key in self._decisions:
                 return self._decisions[key]
+            now = self.clock()
             owner = self._owners.get(content_hash)
-            if owner is not None and owner != doc_id:
-                decision: tuple[str | None, float | None] = (owner, 1.0)
+            if owner is not None and owner[0] != doc_id and owner[1] >= now - self.window:
+                decision: tuple[str | None, float | None] = (owner[0], 1.0)
             else:
-                now = self.clock()
                 seen: dict[str, None] = {}  # candidates in the order the script meets them
                 for band in bands:
                     members = self._bands.get(band, OrderedDict())
@@ -136,7 +136,7 @@ class MemoryIndex:
                 decision = decide(signature, ((m, self._signatures[m]) for m in seen),
                                   self.threshold)
                 if decision[0] is None:
-                    self._owners[content_hash] = doc_id
+                    self._owners[content_hash] = (doc_id, now)
                     self._signatures[doc_id] = signature
                     for band in bands:
                         self._bands.setdefault(band, OrderedDict())[doc_id] = now

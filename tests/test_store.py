@@ -1,0 +1,156 @@
+"""Results stores (SQLite and PostgreSQL): upserts by id, counts, export, migrations once."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from worker.errors import ConfigurationError
+from worker.store import PostgresStore, SQLiteStore, open_store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sub' / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url):
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+def document(doc_id: str, text: str = "The ferry stays.", **extra) -> dict:
+    doc = {
+        "schema_version": 1,
+        "id": doc_id,
+        "url": f"https://example.org/{doc_id}",
+        "source": "gazette",
+        "title": "Ferry",
+        "published_at": None,
+        "language": {"code": "en", "confidence": 0.99, "method": "langdetect"},
+        "text": text,
+        "removed": [],
+        "entities": [],
+        "dedupe": {"content_hash": "h-" + doc_id, "duplicate_of": None, "similarity": None},
+        "pipeline": {"version": "test", "timings_ms": {}, "notes": {}},
+        "metadata": {},
+        "processed_at": "2025-01-02T03:04:05+00:00",
+    }
+    doc.update(extra)
+    return doc
+
+
+def migration_rows(url: str) -> list[int]:
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        with sqlite3.connect(path) as conn:
+            return [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+
+
+def test_open_store_picks_backend_by_url(store, store_url):
+    """sqlite:/// opens SQLiteStore; postgresql:// opens PostgresStore."""
+    expected = SQLiteStore if store_url.startswith("sqlite:") else PostgresStore
+    assert isinstance(store, expected)
+
+
+def test_upsert_twice_keeps_one_row_and_counts_writes(store):
+    """Writing the same id twice leaves one row, writes()==2, and get() returns the last version."""
+    store.upsert(document("a1", text="first version"))
+    store.upsert(document("a1", text="second version",
+                          dedupe={"content_hash": "h2", "duplicate_of": "a0", "similarity": 0.8}))
+    assert store.count() == 1
+    assert store.writes("a1") == 2
+    got = store.get("a1")
+    assert got["text"] == "second version"
+    assert got["dedupe"]["duplicate_of"] == "a0"
+
+
+def test_get_and_writes_of_unknown_id(store):
+    """An unknown id gives None and zero writes."""
+    assert store.get("missing") is None
+    assert store.writes("missing") == 0
+
+
+def test_get_returns_the_stored_document(store):
+    """A stored document round-trips unchanged, nested values and non-ASCII included."""
+    doc = document("r1", text="Grüße aus Köln — 北京 ✓",
+                   entities=[{"text": "Köln", "label": "GPE", "count": 1,
+                              "mentions": [{"start": 10, "end": 14}]}],
+                   metadata={"tags": ["a", "b"], "n": 3, "ok": True, "none": None})
+    store.upsert(doc)
+    assert store.get("r1") == doc
+
+
+def test_count_and_iter_documents(store):
+    """count() and iter_documents() see every stored document once."""
+    for doc_id in ("d1", "d2", "d3"):
+        store.upsert(document(doc_id))
+    store.upsert(document("d2", text="updated"))
+    assert store.count() == 3
+    exported = list(store.iter_documents())
+    assert sorted(d["id"] for d in exported) == ["d1", "d2", "d3"]
+    assert {d["id"]: d["text"] for d in exported}["d2"] == "updated"
+
+
+def test_empty_store(store):
+    """A new store counts zero and exports nothing."""
+    assert store.count() == 0
+    assert list(store.iter_documents()) == []
+
+
+def test_reopening_does_not_rerun_migrations(store_url):
+    """Opening a store again keeps its data and schema_migrations keeps one row."""
+    first = open_store(store_url)
+    first.upsert(document("keep"))
+    first.close()
+    second = open_store(store_url)
+    try:
+        assert second.get("keep")["id"] == "keep"
+        assert second.count() == 1
+    finally:
+        second.close()
+    assert migration_rows(store_url) == [1]
+
+
+@pytest.mark.parametrize("hostile", [
+    "Robert'); DROP TABLE documents;--",
+    "' OR '1'='1",
+    '"double" and \'single\' quotes; -- comment',
+    "%s %(name)s ? $1 :param",
+    "back\\slash \\u0000 and \\' escapes",
+])
+def test_hostile_strings_stored_verbatim(store, hostile):
+    """Quotes and SQL-looking strings are stored and read back verbatim, and the table survives."""
+    doc = document("q1", text=hostile, title=hostile, url=hostile, source=hostile,
+                   metadata={hostile: hostile})
+    store.upsert(doc)
+    store.upsert(document("q2"))
+    got = store.get("q1")
+    assert got["text"] == hostile
+    assert got["title"] == hostile
+    assert got["metadata"] == {hostile: hostile}
+    assert store.count() == 2
+
+
+def test_hostile_id_is_just_an_id(store):
+    """An id that looks like SQL finds only its own row."""
+    store.upsert(document("x' OR '1'='1"))
+    store.upsert(document("other"))
+    assert store.get("x' OR '1'='1")["id"] == "x' OR '1'='1"
+    assert store.get("' OR '1'='1") is None
+    assert store.writes("x' OR '1'='1") == 1
+
+
+def test_unknown_store_scheme_is_a_configuration_error():
+    """A store URL that is neither sqlite nor postgresql is refused."""
+    with pytest.raises(ConfigurationError):
+        open_store("mysql://localhost/db")
