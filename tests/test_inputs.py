@@ -316,3 +316,28 @@ def test_producer_import_does_not_load_heavy_libraries():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("bom", [b"\xef\xbb\xbf", b""])
+def test_stdin_jsonl_with_or_without_utf8_bom_is_read_as_records(settings, bom):
+    """A UTF-8 byte-order mark in front of JSON Lines on stdin does not turn it into text."""
+    data = bom + b'{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\n'
+    records = [r for _, r in read_stdin(io.BytesIO(data), settings)]
+    assert [r["id"] for r in records] == ["a", "b"]
+
+
+def test_stdin_utf16_json_array_is_decoded_and_sniffed(settings):
+    """UTF-16 (with BOM) on stdin is decoded before it is told apart."""
+    data = '[{"id": "u", "text": "Grüße aus Köln"}]'.encode("utf-16")
+    ((_, record),) = list(read_stdin(io.BytesIO(data), settings))
+    assert record == {"id": "u", "text": "Grüße aus Köln"}
+
+
+def test_hidden_files_in_a_directory_are_not_input(tmp_path, settings):
+    """.DS_Store and dot-directories are passed over; real files are read."""
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x01")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.txt").write_text("not an article")
+    (tmp_path / "story.txt").write_text("A real story about the harbour.")
+    found = list(read_inputs([str(tmp_path)], settings))
+    assert [where for where, _ in found] == [str(tmp_path / "story.txt")]

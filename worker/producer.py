@@ -166,7 +166,12 @@ def read_path(path: Path, settings: Settings) -> Iterator[tuple[str, Any]]:
 def read_stdin(stream: BinaryIO, settings: Settings) -> Iterator[tuple[str, Any]]:
     """stdin: JSON Lines, a JSON array, HTML or plain text, told apart by the first byte."""
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)
-    head = buffered.peek(64).lstrip()[:1]
+    start = buffered.peek(64)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16: decode whole, then sniff
+        text = decode(buffered.read(_MAX_JSON_DOCUMENT + 1), "<stdin>").lstrip("\ufeff")
+        buffered = io.BufferedReader(io.BytesIO(text.encode("utf-8")))
+        start = buffered.peek(64)
+    head = start.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
     record_limit = settings.max_text_bytes + settings.max_html_bytes + _JSON_SLACK
     if head == b"{":
         yield from read_jsonl(buffered, "<stdin>", record_limit)
@@ -196,7 +201,10 @@ def read_inputs(
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs.sort()
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in sorted(files):
+                    if name.startswith("."):
+                        continue  # hidden files (.DS_Store, editor swap files) are not input
                     # Unsupported kinds are reported (read_path), never silently skipped.
                     yield from read_path(Path(root, name), settings)
         elif path.exists():

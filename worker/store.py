@@ -116,11 +116,19 @@ class SQLiteStore:
             row = self._conn.execute("SELECT writes FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return row[0] if row else 0
 
-    def iter_documents(self) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT doc FROM documents ORDER BY stored_at, id").fetchall()
-        for (doc,) in rows:
-            yield json.loads(doc)
+    def iter_documents(self, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every document, oldest first, read in batches (keyset paging, bounded memory)."""
+        after = ("", "")
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT stored_at, id, doc FROM documents WHERE (stored_at, id) > (?, ?)"
+                    " ORDER BY stored_at, id LIMIT ?", (*after, batch)).fetchall()
+            for _, _, doc in rows:
+                yield json.loads(doc)
+            if len(rows) < batch:
+                return
+            after = rows[-1][:2]
 
     def count(self) -> int:
         with self._lock:
@@ -208,13 +216,16 @@ class PostgresStore:
         return self._one("SELECT count(*) FROM documents")[0]
 
     def iter_documents(self) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            conn = self._connect()
-            with conn.transaction(), conn.cursor(name="export") as cursor:
-                cursor.itersize = 500
-                cursor.execute("SELECT doc FROM documents ORDER BY stored_at, id")
-                for (doc,) in cursor:
-                    yield doc
+        """Every document, oldest first, through a server-side cursor on its own connection
+        (so get() and upsert() stay usable while an export runs)."""
+        try:
+            conn = self._psycopg.connect(self.url, connect_timeout=5)
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+        with conn, conn.transaction(), conn.cursor(name="export") as cursor:
+            cursor.itersize = 500
+            cursor.execute("SELECT doc FROM documents ORDER BY stored_at, id")
+            yield from (doc for (doc,) in cursor)
 
     def close(self) -> None:
         if self._conn is not None:
