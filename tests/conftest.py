@@ -123,9 +123,17 @@ def settings_for(redis_url, tmp_path):
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that give a subprocess the same settings."""
+    """Environment variables that give a subprocess the same settings (every field set)."""
+    import json
+
+    from pydantic import SecretStr
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
-    for name in ("broker_url", "queue", "key_prefix", "store_url", "log_format",
-                 "visibility_timeout"):
-        env[f"ENRICH_{name.upper()}"] = str(getattr(settings, name))
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"ENRICH_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
     return env

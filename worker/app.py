@@ -6,9 +6,13 @@ chain by task name. The worker imports worker.tasks through `include`.
 
 from __future__ import annotations
 
+import ssl
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 from celery import Celery
 
-from worker.settings import Settings, get_settings
+from worker.errors import ConfigurationError
+from worker.settings import Settings, get_settings, redact_url
 
 TASK_NAMES = {
     "clean": "enrich.clean",
@@ -20,15 +24,93 @@ TASK_NAMES = {
 CHAIN = ("clean", "language", "entities", "dedupe", "store")
 
 
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+_TRUE = {"true", "1", "yes"}
+
+
+def redis_tls_options(url: str, *, what: str, allow_insecure: bool = False) -> dict | None:
+    """TLS options for a rediss:// URL (None for any other scheme), verification required.
+
+    kombu turns a bare `rediss://` into `ssl_cert_reqs=CERT_NONE` with only a warning (seen
+    here); redis-py, which opens the dead-letter and dedupe-index connections from the same
+    URLs, defaults to `required`. Here an absent `ssl_cert_reqs` means `required`, and
+    `none`/`optional` or `ssl_check_hostname=false` refuse to start unless
+    ENRICH_TLS_INSECURE_SKIP_VERIFY is set. A private CA: `?ssl_ca_certs=/path/ca.pem`.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    options: dict = {k: v for k, v in query.items() if k.startswith("ssl_")}
+    where = f"{what} {redact_url(url)}"
+    reqs = options.get("ssl_cert_reqs", "required")
+    if reqs not in _CERT_REQS:
+        raise ConfigurationError(
+            f"{where}: ssl_cert_reqs={reqs!r} is not understood; use ssl_cert_reqs=required "
+            "(lowercase: kombu and redis-py both read this URL), or leave it out (= required)")
+    options["ssl_cert_reqs"] = _CERT_REQS[reqs]
+    if "ssl_check_hostname" in options:
+        options["ssl_check_hostname"] = options["ssl_check_hostname"].lower() in _TRUE
+    insecure = reqs != "required" or options.get("ssl_check_hostname") is False
+    if insecure and not allow_insecure:
+        raise ConfigurationError(
+            f"{where} would connect without verifying the server's certificate "
+            f"(ssl_cert_reqs={reqs}, ssl_check_hostname="
+            f"{options.get('ssl_check_hostname', True)}): anyone on the path could read the "
+            "articles and the Redis password. Use ssl_cert_reqs=required (the default when "
+            "left out) with ssl_ca_certs=/path/ca.pem for a private CA; "
+            "ENRICH_TLS_INSECURE_SKIP_VERIFY=true allows it for a throwaway test set-up only.")
+    return options
+
+
+def _without_ssl_query(url: str) -> str:
+    """kombu lets ssl_* URL parameters replace broker_use_ssl wholesale: keep them in one place."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if not k.startswith("ssl_")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def celery_config(settings: Settings) -> dict:
+    """The Celery configuration; raises ConfigurationError on an unsafe one (see TLS below)."""
+    insecure_ok = settings.tls_insecure_skip_verify
+    broker_tls = redis_tls_options(settings.broker_url, what="ENRICH_BROKER_URL",
+                                   allow_insecure=insecure_ok)
+    if settings.redis_url:
+        redis_tls_options(settings.redis_url, what="ENRICH_REDIS_URL", allow_insecure=insecure_ok)
     config = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
+        # Redelivery. Redis has no broker-side acks: kombu keeps each delivered message in
+        # an `unacked` hash until the worker acks it. Two ways back onto the queue:
+        # - a pool process dies under a task (SIGKILL, OOM killer, segfault, the hard time
+        #   limit below): the worker rejects the message with requeue at once
+        #   (task_reject_on_worker_lost) - back within about a second, whatever the
+        #   visibility timeout;
+        # - the whole worker dies (node lost, main process killed): its messages wait in
+        #   `unacked` until they are older than the visibility timeout, and a live worker's
+        #   sweep (every ENRICH_UNACKED_RESTORE_THROTTLE s, worker/transport.py) requeues
+        #   them: back after visibility timeout + at most the throttle.
+        # The visibility timeout is therefore NOT what brings back a killed task; it only
+        # bounds the whole-worker case, and it must exceed the longest time a healthy message
+        # stays unacknowledged, or Redis hands a running task to a second worker (FACTS.md: 3
+        # executions of one publish) and the delivery counter (worker/tasks.py) may then
+        # dead-letter a healthy article as too_many_deliveries. That longest time is the hard
+        # time limit (150 s: ~4x the ~40 s NER of a 2 MB text) plus a retry's countdown, which
+        # the worker holds unacknowledged (<= 120 s, ENRICH_RETRY_BACKOFF_MAX): 270 s < the
+        # 300 s default. Shorter visibility timeouts trade needless re-runs of long tasks for
+        # faster recovery from lost workers.
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             # Sweep unacknowledged messages of dead workers back onto the queue this often.
-            "unacked_restore_throttle": 10,
+            # kombu 5.6.2 ignores this option (its sweep runs every 100 s); the hardened
+            # transport implements it.
+            "unacked_restore_throttle": settings.unacked_restore_throttle,
         },
+        # Bounds a hung task: its pool process is killed and the message requeued (counted by
+        # the delivery counter) instead of acknowledged as failed and lost.
+        "task_time_limit": settings.task_time_limit,
+        "task_acks_on_failure_or_timeout": False,
         # JSON only: a pickled message is refused, never executed.
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -59,15 +141,24 @@ def celery_config(settings: Settings) -> dict:
         "worker_redirect_stdouts": False,
         "enable_utc": True,
     }
-    if settings.broker_url.startswith("redis://"):
-        # Garbage on the queue goes to dead letters instead of stopping the worker.
+    if broker_tls is not None:
+        # Verification on by default; the same options for a Redis result backend, if any.
+        config["broker_url"] = _without_ssl_query(settings.broker_url)
+        config["broker_use_ssl"] = broker_tls
+        config["redis_backend_use_ssl"] = dict(broker_tls)
+        config["broker_transport_options"]["tls_required"] = True
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Garbage on the queue goes to dead letters instead of stopping the worker. For
+        # rediss:// kombu only adds TLS by itself when the transport is its own, so TLS is
+        # always passed explicitly above (broker_use_ssl), and the transport refuses a
+        # plain connection when tls_required is set.
         config["broker_transport"] = "worker.transport:Transport"
     return config
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery_app = Celery("worker", include=["worker.tasks"])
+    celery_app = Celery("worker", include=["worker.tasks", "worker.ops"])
     celery_app.conf.update(celery_config(settings))
     return celery_app
 

@@ -258,5 +258,22 @@ from worker.evaluation.command import eval_command  # noqa: E402
 main.add_command(eval_command)
 
 
+@main.command()
+@click.argument("check", type=click.Choice(["live", "ready"]))
+def health(check: str) -> None:
+    """Liveness (heartbeat fresh, pool progressing) or readiness (+ broker and store answer)."""
+    from worker.health import liveness, readiness
+
+    ok, why = (liveness if check == "live" else readiness)(get_settings())
+    click.echo(f"{check}: {'ok' if ok else 'FAIL'}: {why}")
+    sys.exit(0 if ok else 1)
+
+
+# --- enrich bench: throughput, latency, memory and Redis cost side by side (worker/bench) --
+from worker.bench.command import bench_command  # noqa: E402 - cheap: click only
+
+main.add_command(bench_command)
+
+
 if __name__ == "__main__":
     main()

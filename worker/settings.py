@@ -62,6 +62,28 @@ class Settings(BaseSettings):
     max_retries: int = Field(8, description="Retries of a transient failure before dead letter.")
     retry_backoff_max: int = Field(120, description="Cap of the exponential retry delay (s).")
 
+    # --- delivery safety -------------------------------------------------------------
+    max_deliveries: int = Field(
+        3, ge=1,
+        description="Deliveries of one task message (per retry) before it is dead-lettered as "
+        "too_many_deliveries: a message that keeps killing or hanging its process.",
+    )
+    task_time_limit: int = Field(
+        150, ge=1,
+        description="Hard limit (s) of one stage task; its process is killed and the message "
+        "delivered again (counted). Keep it below the visibility timeout.",
+    )
+    unacked_restore_throttle: int = Field(
+        10, ge=1,
+        description="How often (s) each worker sweeps messages of dead workers (unacknowledged "
+        "for longer than the visibility timeout) back onto the queue.",
+    )
+    tls_insecure_skip_verify: bool = Field(
+        False,
+        description="INSECURE: allow rediss:// URLs with ssl_cert_reqs=none/optional "
+        "(certificates not verified). Never in production.",
+    )
+
     # --- logs ------------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON otherwise."
@@ -77,6 +99,20 @@ class Settings(BaseSettings):
     )
     flower_port: int = Field(5555, description="Port `enrich flower` listens on.")
     flower_address: str = Field("0.0.0.0", description="Address `enrich flower` binds to.")
+
+    # --- operations: metrics and health -------------------------------------------------
+    metrics_port: int = Field(
+        9808, description="Worker /metrics port (Prometheus); 0 turns it off."
+    )
+    metrics_address: str = Field("0.0.0.0", description="Address the metrics endpoint binds.")
+    heartbeat_file: str = Field(
+        "/tmp/enrich-worker.heartbeat", description="Written by the worker's consumer loop."
+    )
+    heartbeat_interval: float = Field(10, description="Seconds between heartbeats.")
+    heartbeat_max_age: float = Field(60, description="Older heartbeat: liveness fails.")
+    stall_seconds: float = Field(
+        600, description="Tasks active but none finished for this long: liveness fails."
+    )
 
     @property
     def index_redis_url(self) -> str:
