@@ -1,0 +1,88 @@
+"""The ceiling: the project's own stages in process, no broker, on 1..N processes.
+
+Each process builds the pipeline exactly as embedded mode does
+(``Resources(settings, embedded=True).pipeline``: in-memory dedupe index, no store), warms
+it up on a few articles (models load), then all processes start together at a barrier and
+take articles from one shared counter until none are left. Wall time runs from the barrier
+to the last process done; model loading is not in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from typing import Any
+
+from worker.bench import proc
+
+# (index into the article list, timings_ms or None, wall ms of pipeline.process, reject reason)
+Row = tuple[int, dict[str, float] | None, float, str | None]
+
+
+def _child(articles, warmup, counter, barrier, results) -> None:
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+    from worker.errors import EnrichError
+    from worker.resources import Resources
+    from worker.settings import get_settings
+
+    pipeline = Resources(get_settings(), embedded=True).pipeline
+    for article in warmup:
+        try:
+            pipeline.process(dict(article))
+        except EnrichError:
+            pass
+    barrier.wait()
+    started, cpu_started = time.monotonic(), time.process_time()
+    rows: list[Row] = []
+    while True:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        if index >= len(articles):
+            break
+        t0 = time.perf_counter()
+        try:
+            doc = pipeline.process(dict(articles[index]))
+        except EnrichError as exc:
+            rows.append((index, None, (time.perf_counter() - t0) * 1000, exc.reason))
+            continue
+        rows.append((index, doc["pipeline"]["timings_ms"], (time.perf_counter() - t0) * 1000, None))
+    results.put({"started": started, "ended": time.monotonic(),
+                 "cpu_seconds": time.process_time() - cpu_started,
+                 "rss_kb": proc.status_kb(os.getpid()), "rows": rows})
+
+
+def run(articles: list[dict[str, Any]], processes: int, warmup: list[dict[str, Any]],
+        timeout: float = 3600) -> dict[str, Any]:
+    """Process ``articles`` on ``processes`` processes; figures plus the per-article rows."""
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("l", 0)
+    barrier = ctx.Barrier(processes)
+    results = ctx.Queue()
+    children = [ctx.Process(target=_child, args=(articles, warmup, counter, barrier, results),
+                            daemon=True) for _ in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        reports = [results.get(timeout=timeout) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+    seconds = max(r["ended"] for r in reports) - min(r["started"] for r in reports)
+    rows = sorted((row for r in reports for row in r["rows"]), key=lambda row: row[0])
+    cpu = sum(r["cpu_seconds"] for r in reports)
+    return {
+        "processes": processes,
+        "articles": len(articles),
+        "failed": sum(1 for row in rows if row[3]),
+        "seconds": round(seconds, 3),
+        "articles_per_s": round(len(articles) / seconds, 3) if seconds else None,
+        "cpu_ms_per_article": round(cpu * 1000 / len(articles), 3),
+        "cpu_utilisation": round(cpu / (seconds * processes), 3) if seconds else None,
+        "rss_mb_per_process": [round((r["rss_kb"] or 0) / 1024, 1) for r in reports],
+        "rows": rows,
+    }

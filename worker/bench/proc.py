@@ -1,0 +1,111 @@
+"""What /proc says about a process (Linux): resident memory, CPU time, children."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def status_kb(pid: int, field: str = "VmRSS") -> int | None:
+    """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM); None when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cpu_seconds(pid: int, *, waited_children: bool = False) -> float | None:
+    """User + system CPU seconds the process has used; with ``waited_children`` also that of
+    its children that have exited and been waited for (a multiprocessing pool joined)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    if waited_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _TICKS
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the prefork pool of a Celery worker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores have been busy since boot (/proc/stat), to tell our load from
+    everyone else's over a phase."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+class Phase:
+    """Wall time, our processes' CPU and the whole machine's busy CPU over one phase.
+
+    ``groups()`` names our live processes ({"worker": [pids], "redis": [pid]}); this process
+    (with the children it has waited for) is "bench". ``other_cores`` is the machine's busy
+    CPU that was not ours, per second of wall time: 0.0 on a quiet machine, 1.0 when someone
+    else kept a whole core busy meanwhile.
+    """
+
+    def __init__(self, groups=dict) -> None:
+        self.groups = groups
+
+    def _cpu(self) -> dict[str, dict[int, float]]:
+        found = {name: {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
+                 for name, pids in self.groups().items()}
+        found["bench"] = {os.getpid(): cpu_seconds(os.getpid(), waited_children=True) or 0.0}
+        return found
+
+    def __enter__(self) -> "Phase":
+        self._load = loadavg()
+        self._busy = machine_busy_seconds()
+        self._before = self._cpu()
+        self._time = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.monotonic() - self._time
+        after = self._cpu()
+        busy = machine_busy_seconds()
+        self.cpu = {
+            name: sum(cpu - self._before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+            for name, pids in after.items()
+        }
+        ours = sum(self.cpu.values())
+        other = (busy - self._busy - ours) if busy is not None and self._busy is not None else None
+        self.figures = {
+            "seconds": round(self.seconds, 3),
+            "cpu_seconds": {name: round(value, 3) for name, value in self.cpu.items()},
+            "loadavg_before": self._load,
+            "other_cores": round(max(other, 0.0) / self.seconds, 2)
+            if other is not None and self.seconds else None,
+        }
