@@ -93,7 +93,7 @@ def test_compose_services_and_scaling(compose):
         assert ROOT / service["build"]["context"] / service["build"]["dockerfile"] == DOCKERFILE
         assert service["init"] is True
     assert worker["command"][0] == "worker"
-    assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
+    assert worker["healthcheck"]["test"] == ["CMD", "enrich", "health", "live"]
     assert services["flower"]["command"] == ["flower"]
     assert services["producer"]["command"] == ["publish", "/app/worker/samples"]
     assert services["producer"]["restart"] == "no"
@@ -353,9 +353,11 @@ def test_k8s_worker_deployment(rendered):
     (container,) = pod["containers"]
     assert container["image"].startswith("news-enrich-worker:")
     assert container["args"][0] == "worker"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        command = " ".join(container[probe]["exec"]["command"])
-        assert "celery -A worker.app inspect ping" in command and "celery@$HOSTNAME" in command
+    assert container["livenessProbe"]["exec"]["command"] == ["enrich", "health", "live"]
+    assert container["startupProbe"]["exec"]["command"] == ["enrich", "health", "live"]
+    assert container["readinessProbe"]["exec"]["command"] == ["enrich", "health", "ready"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # on the writable emptyDir
     resources = container["resources"]
     assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
     soft = celery_config(Settings(_env_file=None)).get("worker_soft_shutdown_timeout", 0)
