@@ -1,10 +1,11 @@
-"""What every stage evaluation shares: our stages built as the worker builds them, timing,
-progress callbacks and the shape of a result."""
+"""What every stage evaluation shares: our stages built as the worker builds them, raw
+articles from evaluation items, the settings recorded with the figures, timing, progress."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from worker.settings import Settings, get_settings
@@ -61,20 +62,14 @@ class Stopwatch:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
-    def time(self, name: str):
-        watch = self
-
-        class _Block:
-            def __enter__(self):
-                self.started = time.perf_counter()
-                return self
-
-            def __exit__(self, *exc):
-                elapsed = time.perf_counter() - self.started
-                watch.seconds[name] = watch.seconds.get(name, 0.0) + elapsed
-                return False
-
-        return _Block()
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
 
     def rounded(self) -> dict[str, float]:
         return {name: round(value, 3) for name, value in self.seconds.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def eval_command(stage: str, data: Path | None, baseline: bool, limit: int | Non
         def update(description: str, done: int, total: int) -> None:
             progress_bar.update(task, description=description, completed=done, total=total)
 
+    # trafilatura logs every page it cannot parse at ERROR: noise next to the figures.
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     started = time.perf_counter()
     try:
         if progress_bar:

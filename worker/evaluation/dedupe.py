@@ -39,6 +39,7 @@ def _ours(records: list[dict[str, Any]], watch: Stopwatch, progress: Progress):
     pipeline = resources.pipeline
     links: dict[str, str | None] = {}
     data_id: dict[str, str] = {}  # our position id -> the data's id
+    similarity: dict[str, float | None] = {}
     rejected: Counter = Counter()
     deduped = 0
     for index, record in enumerate(records):
@@ -56,6 +57,7 @@ def _ours(records: list[dict[str, Any]], watch: Stopwatch, progress: Progress):
             deduped += 1
             target = doc["dedupe"]["duplicate_of"]
             links[record["id"]] = data_id.get(target, target) if target else None
+            similarity[record["id"]] = doc["dedupe"]["similarity"]
         if index % 100 == 0 or index == len(records) - 1:
             progress("dedupe ours", index + 1, len(records))
     seconds = watch.seconds.get("ours_dedupe", 0.0)
@@ -64,6 +66,7 @@ def _ours(records: list[dict[str, Any]], watch: Stopwatch, progress: Progress):
         "rejected": dict(rejected),
         "dedupe_articles_per_second": deduped / seconds if seconds else 0.0,
         "clean_articles_per_second": len(records) / clean_seconds if clean_seconds else 0.0,
+        "similarity": similarity,
     }
     return links, extra, resources.settings
 
@@ -129,6 +132,24 @@ def link_outcomes(ids: list[str], links: dict[str, str | None],
     return {kind: dict(counts) for kind, counts in sorted(out.items())}
 
 
+def link_errors(ids: list[str], links: dict[str, str | None], gold: dict[str, str],
+                similarity: dict[str, float | None], limit: int = 20) -> dict[str, list]:
+    """Examples of our wrong links (id, duplicate_of, similarity) and of missed duplicates
+    (id, the earliest message of its gold cluster)."""
+    first: dict[str, str] = {}
+    wrong, missed = [], []
+    for doc_id in ids:
+        cluster = gold[doc_id]
+        target = links.get(doc_id)
+        if target is not None and gold.get(target) != cluster:
+            wrong.append([doc_id, target, similarity.get(doc_id)])
+        elif target is None and cluster in first:
+            missed.append([doc_id, first[cluster]])
+        first.setdefault(cluster, doc_id)
+    return {"wrong_links": wrong[:limit], "wrong_links_total": len(wrong),
+            "missed": missed[:limit], "missed_total": len(missed)}
+
+
 def evaluate(path: Path, *, baseline: bool = False, limit: int | None = None,
              progress: Progress = no_progress) -> dict[str, Any]:
     stream_path, gold_path = readers.dedupe_files(path)
@@ -147,9 +168,11 @@ def evaluate(path: Path, *, baseline: bool = False, limit: int | None = None,
     result: dict[str, Any] = {"name": readers.set_name(stream_path.parent) or "dedupe",
                               "path": str(stream_path), "items": len(records)}
     links, extra, settings = _ours(records, watch, progress)
+    similarity = extra.pop("similarity")
     result["ours"] = {**pairwise_prf(close_links(ids, links), gold), **extra,
                       "links": sum(v is not None for v in links.values()),
-                      "by_kind": link_outcomes(ids, links, gold)}
+                      "by_kind": link_outcomes(ids, links, gold),
+                      "errors": link_errors(ids, links, gold, similarity)}
     if baseline:
         links, extra = _baseline(records, watch, progress)
         result["baseline"] = {**pairwise_prf(close_links(ids, links), gold), **extra,

@@ -29,7 +29,10 @@ def _delta(ours: Any, base: Any) -> str:
 
 
 def render(result: dict[str, Any], module, console: Console | None = None) -> None:
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped: wide enough for the table, not 80 columns
+            console = Console(width=max(console.width, 110))
     has_base = any("baseline" in s for s in result["sets"])
     table = Table(title=f"enrich eval {result['stage']}"
                   + (f" (first {result['limit']:,} per file)" if result.get("limit") else ""),

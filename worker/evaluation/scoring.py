@@ -16,7 +16,7 @@ predicted but something to find is precision 0 (and the other way round, recall 
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -427,7 +427,3 @@ class LanguageTally:
             "abstention_share": self.abstained / self.n if self.n else 0.0,
             "answered_accuracy": self.correct / answered if answered else 0.0,
         }
-
-
-def group_tallies() -> defaultdict[str, LanguageTally]:
-    return defaultdict(LanguageTally)
