@@ -194,13 +194,12 @@ def export(output: str) -> None:
 
 
 def status_figures(settings: Settings) -> dict[str, Any]:
+    from worker.broker import queue_depth
     from worker.resources import redis_client
 
     broker = redis_client(settings.broker_url)
-    waiting = broker.llen(settings.queue)
-    reserved = broker.hlen("unacked")  # kombu: delivered to a worker, not yet acknowledged
     return {
-        "queue_depth": int(waiting) + int(reserved),
+        "queue_depth": queue_depth(broker, settings.queue),
         "dead_letters": int(broker.llen(settings.dead_letter_key)),
         "stored": _store(settings).count(),
     }
@@ -273,6 +272,12 @@ def health(check: str) -> None:
 from worker.bench.command import bench_command  # noqa: E402 - cheap: click only
 
 main.add_command(bench_command)
+
+
+# --- enrich dlq: list, show, replay and purge dead letters (worker/dlq.py) -------------------
+from worker.dlq import dlq as _dlq  # noqa: E402 - cheap: click, redis and settings only
+
+main.add_command(_dlq)
 
 
 if __name__ == "__main__":

@@ -101,15 +101,16 @@ class QueueCollector:
 
         if self._client is None:
             self._client = redis_client(self.settings.broker_url)
+        from worker.broker import queue_depth
+
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                pipe.llen(self.settings.queue).hlen("unacked").llen(self.settings.dead_letter_key)
-                waiting, reserved, dead = pipe.execute()
+            depth = queue_depth(self._client, self.settings.queue)
+            dead = self._client.llen(self.settings.dead_letter_key)
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is away
             return
         yield GaugeMetricFamily("enrich_queue_depth",
                                 "Messages waiting plus reserved by workers (unacked).",
-                                value=waiting + reserved)
+                                value=depth)
         yield GaugeMetricFamily("enrich_dead_letter_list_length",
                                 "Entries in the dead-letter list.", value=dead)
 
