@@ -103,6 +103,29 @@ def test_publish_enrich_store_in_postgres_with_dedupe_and_dead_letters(
     finally:
         stop_worker(worker)
         store.close()
+    assert_task_logs_carry_ids_and_no_bodies(tmp_path / "worker.log", seed_text)
+
+
+def assert_task_logs_carry_ids_and_no_bodies(log_path, seed_text: str) -> None:
+    """Every line a task wrote names its article, task, chain and stage; no article text."""
+    records = []
+    for line in log_path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # Celery's start-up banner is plain text
+    task_lines = [r for r in records if r.get("logger") == "worker.tasks"]
+    assert any(r["event"] == "article enriched" for r in task_lines)
+    for record in task_lines:
+        assert record.get("task_id") and record.get("root_id") and record.get("stage"), record
+        assert "article_id" in record, record
+    enriched = [r for r in task_lines if r["event"] == "article enriched"]
+    assert all(r["article_id"] for r in enriched)
+    assert all(set(r["timings_ms"]) == {"clean", "language", "entities", "dedupe"}
+               for r in enriched)
+    body_sentence = "Locals look at destroyed buildings in Lysychansk"
+    assert body_sentence in seed_text
+    assert body_sentence not in log_path.read_text(), "article text leaked into the logs"
 
 
 def test_embedded_run_enriches_in_input_order_without_a_broker(
