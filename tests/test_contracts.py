@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
-from worker.contracts import derive_id, json_schemas, validate_raw
+from worker.contracts import Entity, derive_id, json_schemas, validate_raw
 from worker.errors import InvalidArticle, TooLarge
 
 LIMITS = {"max_text_bytes": 1_000, "max_html_bytes": 2_000}
@@ -87,12 +88,23 @@ def test_published_at_is_normalised_to_iso(value, expected):
     assert valid(published_at=value)["published_at"] == expected
 
 
-@pytest.mark.parametrize("field", ["text", "html", "title", "url", "source"])
+@pytest.mark.parametrize("field", ["text", "title", "url", "source", "language"])
 def test_nul_character_is_rejected(field):
-    """A NUL character in any string field is rejected, naming the field."""
+    """A NUL character in any string field but html is rejected, naming the field."""
     record = {"text": TEXT, field: "before\x00after"}
     error = rejected(record)
     assert field in error.message and "NUL" in error.message
+
+
+def test_nul_character_in_html_is_dropped():
+    """A NUL in html is dropped, as an HTML parser would: the page is accepted without it."""
+    article = validate_raw({"html": "<p>Ferry\x00 stays.</p>\x00"}, **LIMITS)
+    assert article["html"] == "<p>Ferry stays.</p>"
+
+
+def test_html_of_nul_characters_only_has_no_content():
+    """html that is only NUL characters is empty once they are dropped: no content."""
+    assert "neither text nor html" in rejected({"html": "\x00\x00"}).message
 
 
 def test_nul_character_in_metadata_is_rejected():
@@ -242,3 +254,47 @@ def test_raw_schema_properties_match_contract():
     assert set(schema["properties"]) == {"id", "url", "source", "title", "text", "html",
                                          "published_at", "language", "metadata"}
     assert not schema.get("required")
+
+
+# --- entities: place entities carry geo -------------------------------------------------------
+GEO = {"geonameid": 704508, "name": "Kramatorsk", "country_code": "UA", "lat": 48.73106,
+       "lon": 37.56779, "feature": "city"}
+
+
+def test_entity_geo_is_optional():
+    """An entity without geo (a person, or a place the gazetteer lacks) is valid; geo is null."""
+    entity = Entity.model_validate({"text": "Sergei Shoigu", "label": "PERSON", "count": 2,
+                                    "mentions": [{"start": 0, "end": 13}, {"start": 40, "end": 46}]})
+    assert entity.geo is None
+
+
+def test_entity_with_geo_round_trips():
+    """A place entity's geo (GeoNames id, name, country, coordinates, feature) is kept as is."""
+    record = {"text": "Kramatorsk", "label": "GPE", "count": 1,
+              "mentions": [{"start": 5, "end": 15}], "geo": GEO}
+    assert Entity.model_validate(record).model_dump(mode="json") == record
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("feature", "village"), ("lat", 91.0), ("lon", -181.0), ("geonameid", "abc"),
+])
+def test_entity_geo_rejects_bad_values(field, value):
+    """Unknown features and impossible coordinates are rejected."""
+    with pytest.raises(ValidationError):
+        Entity.model_validate({"text": "X", "label": "GPE", "count": 1, "mentions": [],
+                               "geo": {**GEO, field: value}})
+
+
+def test_entity_geo_continent_has_no_country():
+    """A continent has no country code."""
+    geo = {**GEO, "country_code": None, "feature": "continent", "name": "Europe"}
+    assert Entity.model_validate({"text": "Europe", "label": "LOC", "count": 1, "mentions": [],
+                                  "geo": geo}).geo.country_code is None
+
+
+def test_enriched_schema_describes_entity_geo():
+    """The published schema lists geo on entities, with its features."""
+    defs = json_schemas()["enriched_document_v1"]["$defs"]
+    assert "geo" in defs["Entity"]["properties"]
+    assert set(defs["Geo"]["properties"]["feature"]["enum"]) == {
+        "continent", "country", "admin1", "city"}

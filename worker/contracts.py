@@ -23,6 +23,12 @@ _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _check_string(value: str, field: str) -> str:
+    if field == "html":
+        # An HTML parser ignores NUL characters (a parse error in the HTML standard; libxml2
+        # cannot hold them), so a page with one is still a page: they are dropped here
+        # rather than the page rejected. Anywhere else a NUL is an error, and html never
+        # reaches a store either way (it does not leave the cleaning stage).
+        value = value.replace("\x00", "")
     if "\x00" in value:
         raise ValueError(f"{field} contains a NUL character")
     try:
@@ -152,11 +158,30 @@ class Mention(BaseModel):
     end: int
 
 
+class Geo(BaseModel):
+    """The GeoNames place a place entity names (the entity stage's gazetteer)."""
+
+    geonameid: int = Field(description="GeoNames id: https://www.geonames.org/<geonameid>.")
+    name: str = Field(description="The place's GeoNames name (Kyiv for \"Kiev\", \"Києві\").")
+    country_code: str | None = Field(
+        None, description="ISO 3166-1 alpha-2; null for a continent."
+    )
+    lat: float | None = Field(
+        None, ge=-90, le=90,
+        description="Latitude (WGS84); a country's is its capital's; null when unknown.",
+    )
+    lon: float | None = Field(None, ge=-180, le=180, description="Longitude (WGS84).")
+    feature: Literal["continent", "country", "admin1", "city"]
+
+
 class Entity(BaseModel):
     text: str
     label: str
     count: int
     mentions: list[Mention]
+    geo: Geo | None = Field(
+        None, description="Place entities (GPE, LOC, FAC) found in the gazetteer: where."
+    )
 
 
 class Dedupe(BaseModel):

