@@ -85,8 +85,9 @@ def celery_config(settings: Settings) -> dict:
         # an `unacked` hash until the worker acks it. Two ways back onto the queue:
         # - a pool process dies under a task (SIGKILL, OOM killer, segfault, the hard time
         #   limit below): the worker rejects the message with requeue at once
-        #   (task_reject_on_worker_lost) - back within about a second, whatever the
-        #   visibility timeout;
+        #   (task_reject_on_worker_lost) - back within 5 s (Celery notices the dead process
+        #   at once or at its 5-second pool check; measured 0.02-5.3 s), whatever the
+        #   visibility timeout, though at the back of the queue;
         # - the whole worker dies (node lost, main process killed): its messages wait in
         #   `unacked` until they are older than the visibility timeout, and a live worker's
         #   sweep (every ENRICH_UNACKED_RESTORE_THROTTLE s, worker/transport.py) requeues

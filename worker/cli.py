@@ -280,5 +280,11 @@ from worker.dlq import dlq as _dlq  # noqa: E402 - cheap: click, redis and setti
 main.add_command(_dlq)
 
 
+# --- enrich faults: the ledger battery, faults injected into real workers (worker/faults) --
+from worker.faults.command import faults_command  # noqa: E402 - cheap: click only
+
+main.add_command(faults_command)
+
+
 if __name__ == "__main__":
     main()

@@ -1,12 +1,16 @@
 """Dead letters: a Redis list of what could not be enriched, each with its reason.
 
 An entry keeps the stage it failed at and that stage's input, so it can be read and
-replayed from there: {"id", "task", "reason", "error", "attempts", "at", "payload"}.
+replayed from there (`enrich dlq`, worker/dlq.py): {"entry_id", "id", "task", "task_id",
+"reason", "error", "attempts", "deliveries", "at", "payload"}. `entry_id` names one entry
+(an article can be dead-lettered more than once); `deliveries` is set when the delivery
+counter knew it.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +19,17 @@ import redis
 _MAX_PAYLOAD_CHARS = 1_000_000
 
 
+def new_entry_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def entry(
     *, article_id: str | None, task: str, reason: str, error: str, payload: Any,
-    task_id: str | None = None, attempts: int = 1,
+    task_id: str | None = None, attempts: int = 1, deliveries: int | None = None,
 ) -> dict[str, Any]:
     body = json.dumps(payload, ensure_ascii=False, default=repr)
     record: dict[str, Any] = {
+        "entry_id": new_entry_id(),
         "id": article_id,
         "task": task,
         "task_id": task_id,
@@ -29,6 +38,8 @@ def entry(
         "attempts": attempts,
         "at": datetime.now(UTC).isoformat(),
     }
+    if deliveries is not None:
+        record["deliveries"] = deliveries
     if len(body) <= _MAX_PAYLOAD_CHARS:
         record["payload"] = payload
     else:
@@ -50,3 +61,19 @@ class DeadLetters:
 
     def list(self, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
         return [json.loads(item) for item in self.client.lrange(self.key, start, stop)]
+
+    def raw(self, start: int = 0, stop: int = -1) -> list[bytes]:
+        """Entries as stored (oldest first): remove() takes these back."""
+        return list(self.client.lrange(self.key, start, stop))
+
+    def remove(self, raw: bytes) -> bool:
+        """Remove exactly this entry (wherever it is now); False if it is already gone."""
+        return bool(self.client.lrem(self.key, 1, raw))
+
+    def drop_oldest(self, count: int) -> int:
+        """Remove the `count` oldest entries; entries added meanwhile stay. Returns how many."""
+        if count <= 0:
+            return 0
+        before, _ = self.client.pipeline(transaction=True).llen(self.key).ltrim(
+            self.key, count, -1).execute()
+        return min(count, int(before))

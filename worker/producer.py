@@ -176,16 +176,27 @@ def read_stdin(stream: BinaryIO, settings: Settings) -> Iterator[tuple[str, Any]
     if head == b"{":
         yield from read_jsonl(buffered, "<stdin>", record_limit)
         return
-    data = buffered.read(max(record_limit, _MAX_JSON_DOCUMENT) + 1)
     if head == b"[":
+        data = buffered.read(_MAX_JSON_DOCUMENT + 1)
+        if len(data) > _MAX_JSON_DOCUMENT:
+            yield "<stdin>", RecordError(
+                f"JSON on stdin is over the {_MAX_JSON_DOCUMENT:,}-byte limit", reason="too_large")
+            return
         yield from read_json_document(data, "<stdin>")
+        return
+    kind = "html" if head == b"<" else "text"
+    # Read no more than one record may hold: a 600 MB body is refused after limit + 1 bytes.
+    limit = settings.max_html_bytes if kind == "html" else settings.max_text_bytes
+    data = buffered.read(limit + 1)
+    if len(data) > limit:
+        yield "<stdin>", RecordError(f"{kind} on stdin is over the {limit:,}-byte limit",
+                                     reason="too_large")
         return
     try:
         content = decode(data, "<stdin>")
     except RecordError as exc:
         yield "<stdin>", exc
         return
-    kind = "html" if head == b"<" else "text"
     yield "<stdin>", {kind: content}
 
 
