@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import pytest
+import redis
 
 from tests.workers import enrich, start_worker, stop_worker, wait_until
 from worker.health import liveness, readiness, write_heartbeat
@@ -95,13 +96,26 @@ def test_metrics_count_enriched_duplicates_and_stage_times_across_pool_children(
         records = [article(i) for i in range(6)]
         records.append({**records[0], "id": "ops-copy"})  # exact copy: one duplicate
         publish(records, settings=settings)
+        from worker.app import create_app
+
+        create_app(settings).send_task("enrich.clean", args=[{"id": "no-body"}],
+                                       queue=settings.queue)  # another producer's bad record
+        redis.Redis.from_url(settings.broker_url).lpush(settings.queue, b"garbage")
         wait_until(lambda: store.count() == 7, 120, what="7 documents stored")
         text = wait_until(lambda: (t := scrape(port)) and
                           sample(t, "enrich_articles_enriched_total") == 7 and t, 30,
                           what="the enriched counter at 7")
         assert sample(text, "enrich_duplicates_total") == 1
-        for stage in ("clean", "language", "entities", "dedupe", "store"):
-            assert sample(text, "enrich_stage_duration_seconds_count", f'{{stage="{stage}"}}') == 7
+        text = wait_until(lambda: (t := scrape(port)) and sample(
+            t, "enrich_dead_letters_total", '{reason="malformed_message"}') == 1 and t, 30,
+            what="the malformed message counted (main process)")
+        assert sample(text, "enrich_dead_letters_total", '{reason="invalid_article"}') == 1
+        assert sample(text, "enrich_articles_rejected_total", '{reason="invalid_article"}') == 1
+        assert sample(text, "enrich_dead_letter_list_length") == 2
+        for stage, runs in (("clean", 8), ("language", 7), ("entities", 7), ("dedupe", 7),
+                            ("store", 7)):  # the bad record stopped after its clean task
+            assert sample(text, "enrich_stage_duration_seconds_count",
+                          f'{{stage="{stage}"}}') == runs
         assert sample(text, "enrich_queue_depth") == 0
         assert "enrich_queue_depth" in text and "enrich_dead_letter_list_length" in text
         assert len(list(env_dir.glob("*.db"))) >= 2, "each pool child writes its own samples"

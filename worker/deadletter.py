@@ -10,6 +10,7 @@ counter knew it.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,13 @@ def entry(
     return record
 
 
+def count_in_metrics(reason: str) -> None:
+    """Count a dead letter in the worker's metrics (only where worker.ops is loaded)."""
+    ops = sys.modules.get("worker.ops")
+    if ops is not None:
+        ops.record_dead_letter(reason)
+
+
 class DeadLetters:
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client = client
@@ -55,6 +63,7 @@ class DeadLetters:
 
     def add(self, record: dict[str, Any]) -> None:
         self.client.rpush(self.key, json.dumps(record, ensure_ascii=False, default=repr))
+        count_in_metrics(record.get("reason") or "unknown")
 
     def count(self) -> int:
         return int(self.client.llen(self.key))

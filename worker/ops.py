@@ -37,7 +37,12 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # before prometheus_client is imported
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="enrich-metrics-")
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+_METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Samples of an earlier run in a reused directory (one directory per worker) go now, before
+# this process opens its own files: wiping later would cut the main process's counters off.
+for _stale in _METRICS_DIR.glob("*.db"):
+    _stale.unlink()
 
 from prometheus_client import Counter, Histogram  # noqa: E402
 
@@ -137,10 +142,6 @@ def start_metrics_server(settings: Settings) -> int | None:
 
 @signals.worker_init.connect
 def _worker_init(**_: Any) -> None:
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):  # samples of an earlier run in a reused directory
-        stale.unlink()
     start_metrics_server(get_settings())
 
 

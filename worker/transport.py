@@ -31,6 +31,7 @@ from kombu.utils.json import loads
 
 from worker.deadletter import new_entry_id
 from worker.errors import ConfigurationError
+from worker.deadletter import count_in_metrics
 from worker.settings import get_settings
 
 _ACCEPTED_CONTENT = {"application/json"}
@@ -141,6 +142,7 @@ class Channel(kombu_redis.Channel):
         }
         with self.conn_or_acquire() as client:
             client.rpush(get_settings().dead_letter_key, json.dumps(record, ensure_ascii=False))
+        count_in_metrics("malformed_message")
         kombu_redis.logger.error("malformed message dead-lettered: queue=%s reason=%s", queue, why)
 
     def _brpop_read(self, **options):
