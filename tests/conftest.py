@@ -122,18 +122,5 @@ def settings_for(redis_url, tmp_path):
     return make
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that give a subprocess the same settings (every field set)."""
-    import json
-
-    from pydantic import SecretStr
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
-    for name in settings.model_fields_set:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"ENRICH_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
-    return env
+# The environment that gives a subprocess the same settings: the fault battery's own.
+from worker.faults.harness import settings_env  # noqa: E402,F401
