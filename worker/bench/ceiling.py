@@ -17,13 +17,15 @@ from typing import Any
 
 from worker.bench import proc
 
-# (index into the article list, timings_ms or None, wall ms of pipeline.process, reject reason)
-Row = tuple[int, dict[str, float] | None, float, str | None]
+# (index into the article list, timings_ms or None, wall ms of the article, reject reason,
+#  CPU ms per stage of this process: the same split with others' load taken out)
+Row = tuple[int, dict[str, float] | None, float, str | None, dict[str, float]]
 
 
 def _child(articles, warmup, counter, barrier, results) -> None:
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     from worker.errors import EnrichError
+    from worker.pipeline import STAGES, finish
     from worker.resources import Resources
     from worker.settings import get_settings
 
@@ -42,13 +44,20 @@ def _child(articles, warmup, counter, barrier, results) -> None:
             counter.value += 1
         if index >= len(articles):
             break
-        t0 = time.perf_counter()
+        # Pipeline.process, one stage at a time so that each stage's CPU time is known too.
+        t0, cpu = time.perf_counter(), {}
+        doc = dict(articles[index])
         try:
-            doc = pipeline.process(dict(articles[index]))
+            for name in STAGES:
+                c0 = time.process_time()
+                doc = pipeline.run_stage(name, doc)
+                cpu[name] = (time.process_time() - c0) * 1000
+            doc = finish(doc)
         except EnrichError as exc:
-            rows.append((index, None, (time.perf_counter() - t0) * 1000, exc.reason))
+            rows.append((index, None, (time.perf_counter() - t0) * 1000, exc.reason, cpu))
             continue
-        rows.append((index, doc["pipeline"]["timings_ms"], (time.perf_counter() - t0) * 1000, None))
+        rows.append((index, doc["pipeline"]["timings_ms"], (time.perf_counter() - t0) * 1000,
+                     None, cpu))
     results.put({"started": started, "ended": time.monotonic(),
                  "cpu_seconds": time.process_time() - cpu_started,
                  "rss_kb": proc.status_kb(os.getpid()), "rows": rows})

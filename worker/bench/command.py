@@ -23,7 +23,7 @@ EXIT_NO_DATA = 2
 # Defaults of a full run, and of --quick (CI and tests: every figure, small counts).
 FULL = {"articles": None, "latency_articles": 600, "rss_at": "5000,20000",
         "accounting_articles": 50, "warmup": 16, "idle_seconds": 5.0}
-QUICK = {"articles": 24, "latency_articles": 12, "rss_at": "60,120",
+QUICK = {"articles": 24, "latency_articles": 12, "rss_at": "100,160",
          "accounting_articles": 6, "warmup": 8, "idle_seconds": 1.0}
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -60,6 +60,10 @@ def _stop_on_sigterm(*_) -> None:
                    "(default 50; 0 skips).")
 @click.option("--concurrency", "-c", type=click.IntRange(min=2), default=2, show_default=True,
               help="Pool processes of the worker, and processes of the second ceiling run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat the throughput runs (naive, ceilings, end to end) this often, "
+                   "interleaved; each run's best round is its figure (others' load only "
+                   "ever slows a run).")
 @click.option("--postgres-url", envvar="ENRICH_BENCH_POSTGRES_URL", default=DEFAULT_POSTGRES,
               show_default=True, help="PostgreSQL where a schema is made for the run and "
                                       "dropped after it (env ENRICH_BENCH_POSTGRES_URL).")
@@ -69,12 +73,12 @@ def _stop_on_sigterm(*_) -> None:
               help="Extra arguments for `enrich worker` (experiments), e.g. "
                    "'--max-tasks-per-child 1000'.")
 @click.option("--quick", is_flag=True,
-              help="Small counts (24 articles, RSS at 60 and 120): every figure, for CI and tests.")
+              help="Small counts (24 articles, RSS at 100 and 160): every figure, for CI and tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the figures, as one JSON object.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Also write the figures as JSON to this file (rewritten after each phase).")
 def bench_command(corpus_path, articles, latency_articles, latency_load, rss_at,
-                  accounting_articles, concurrency, postgres_url, redis_server, worker_args,
+                  accounting_articles, concurrency, rounds, postgres_url, redis_server, worker_args,
                   quick, as_json, output) -> None:
     """Measure throughput (ceiling, end to end, naive peer), per-stage cost, latency, worker
     memory and Redis traffic on one corpus; report each target of the issue as met or not."""
@@ -96,7 +100,7 @@ def bench_command(corpus_path, articles, latency_articles, latency_load, rss_at,
         rss_at=_counts(rss_at or preset["rss_at"]),
         accounting_articles=preset["accounting_articles"] if accounting_articles is None
         else accounting_articles,
-        concurrency=concurrency, latency_load=latency_load, warmup=preset["warmup"],
+        concurrency=concurrency, rounds=rounds, latency_load=latency_load, warmup=preset["warmup"],
         idle_seconds=preset["idle_seconds"], postgres_url=postgres_url,
         redis_server=redis_server, quick=quick, worker_args=shlex.split(worker_args),
     )

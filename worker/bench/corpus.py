@@ -5,6 +5,10 @@ The shared corpus (``../shared/eval/corpus/news.jsonl``: ``{"id","title","text",
 index ``i`` is record ``i % n``, with its own id from the second round on
 (``bbc-business-001.r3``), so a run of any length publishes distinct ids.
 
+The shared corpus is grouped by language (all English first), and English articles cost
+several times the others (spaCy): a part of it is taken evenly spread (``spread``), so
+every sample has the corpus' mix.
+
 The corpus' ``lang`` is kept beside the record (for per-language figures), not sent as a
 hint: the language stage does the work it does for a scraper that gives none.
 """
@@ -41,6 +45,13 @@ class Corpus:
 
     def articles(self, start: int, count: int, tag: str = "") -> list[dict[str, Any]]:
         return [self.article(i, tag) for i in range(start, start + count)]
+
+    def spread(self, count: int) -> list[int]:
+        """``count`` indices with the corpus' mix: whole rounds of the corpus, then the rest
+        evenly spread over it."""
+        n = len(self.records)
+        whole, rest = divmod(count, n)
+        return [*range(whole * n), *(whole * n + k * n // rest for k in range(rest))]
 
     def lang(self, index: int) -> str:
         return self.langs[index % len(self.langs)]

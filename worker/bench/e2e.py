@@ -73,6 +73,8 @@ class EndToEnd:
         self.published = 0  # articles published to this worker so far (all phases)
         self._schema_made = False
         self._conn = None
+        self.pg_backends: list[int] = []
+        self._dead, self._dead_checked = 0, 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,7 +89,7 @@ class EndToEnd:
 
         open_store(self.settings.store_url).close()  # the documents table, before any worker
         self._conn = psycopg.connect(self.settings.store_url, autocommit=True)
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings)  # publishing and control, as the project does
         env = dict(os.environ)
         for name in ("broker_url", "redis_url", "store_url", "queue", "key_prefix", "log_format"):
             env[f"ENRICH_{name.upper()}"] = str(getattr(self.settings, name))
@@ -104,7 +106,9 @@ class EndToEnd:
             if time.monotonic() > deadline:
                 raise BenchError(f"the worker did not answer within 120 s "
                                  f"(log: {self.workdir / 'worker.log'})")
-        while len(self.pool()) < self.concurrency:
+        deadline = time.monotonic() + 30  # prefork children; none with -P solo/threads
+        while len(proc.children(self.worker.pid)) < self.concurrency \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -129,11 +133,36 @@ class EndToEnd:
             raise BenchError(f"the worker exited (log: {self.workdir / 'worker.log'})")
 
     def pool(self) -> list[int]:
-        return proc.children(self.worker.pid) if self.worker else []
+        """The processes that run tasks: the prefork children, or the worker itself when it
+        has none (``--worker-args '-P solo'``)."""
+        if self.worker is None:
+            return []
+        return proc.children(self.worker.pid) or [self.worker.pid]
 
     def groups(self) -> dict[str, list[int]]:
-        return {"worker_pool": self.pool(), "worker_main": [self.worker.pid],
-                "redis": [self.redis.pid]}
+        pool = self.pool()
+        main = [] if pool == [self.worker.pid] else [self.worker.pid]
+        return {"worker_pool": pool, "worker_main": main,
+                "redis": [self.redis.pid], "postgres": self.pg_backends}
+
+    def find_pg_backends(self) -> None:
+        """The PostgreSQL backends serving the worker and this process (their CPU is ours,
+        not other people's load)."""
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.postgres_url).port or 5432
+        local = proc.local_ports_to([*self.pool(), self.worker.pid, os.getpid()], port)
+        rows = self._conn.execute("SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)",
+                                  (sorted(local),)).fetchall()
+        self.pg_backends = [r[0] for r in rows]
+
+    def reset_dedupe_index(self) -> None:
+        """Forget the dedupe index (this run's private Redis), so that articles published
+        again under new ids meet it as new stories, as the first ones did."""
+        keys = list(self.redis.client.scan_iter(match=f"{self.settings.key_prefix}dd:*",
+                                                count=1000))
+        for start in range(0, len(keys), 1000):
+            self.redis.client.delete(*keys[start:start + 1000])
 
     # --- primitives ------------------------------------------------------------------------
     def _control(self, command: str) -> None:
@@ -167,9 +196,13 @@ class EndToEnd:
         return sent
 
     def done(self) -> int:
-        """Articles stored or dead-lettered so far."""
+        """Articles stored or dead-lettered so far. The dead letters are looked up at most
+        once a second: this polling is Redis traffic the per-article figures count too."""
         stored = self._conn.execute("SELECT count(*) FROM documents").fetchone()[0]
-        return stored + self.dead_letters()
+        if time.monotonic() - self._dead_checked >= 1.0:
+            self._dead = self.dead_letters()
+            self._dead_checked = time.monotonic()
+        return stored + self._dead
 
     def dead_letters(self) -> int:
         return int(self.redis.client.llen(self.settings.dead_letter_key))
@@ -205,6 +238,7 @@ class EndToEnd:
             "pool_pids": pool,
             "rss_mb": [round((proc.status_kb(p) or 0) / 1024, 1) for p in pool],
             "hwm_mb": [round((proc.status_kb(p, "VmHWM") or 0) / 1024, 1) for p in pool],
+            "pss_mb": [round((proc.pss_kb(p) or 0) / 1024, 1) for p in pool],
             "main_rss_mb": round((proc.status_kb(self.worker.pid) or 0) / 1024, 1),
         }
 
@@ -218,7 +252,8 @@ class EndToEnd:
             self.wait_done(self.published)
             rss = self.memory()["rss_mb"]
             if rss and min(rss) >= 0.8 * max(rss):
-                return
+                break
+        self.find_pg_backends()
 
     def idle(self, seconds: float) -> dict[str, Any]:
         """Redis traffic of the idle worker (heartbeats, polling): subtracted as background."""
@@ -278,7 +313,7 @@ class EndToEnd:
             "phase": phase.figures,
         }
 
-    def grow_to(self, target: int, next_index: int, backlog: int = 64) -> int:
+    def grow_to(self, target: int, next_index: int, backlog: int = 64, tag: str = "") -> int:
         """Publish corpus articles from ``next_index`` until ``target`` in all were published,
         at most ``backlog`` outstanding; wait until they are done. Returns the next index."""
         while self.published < target:
@@ -288,7 +323,7 @@ class EndToEnd:
                 time.sleep(0.2)
                 continue
             count = min(room, target - self.published)
-            self.publish(self.corpus.articles(next_index, count))
+            self.publish(self.corpus.articles(next_index, count, tag))
             next_index += count
         self.wait_done(self.published)
         return next_index

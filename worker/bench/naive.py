@@ -68,22 +68,32 @@ class NaivePeer:
 
 
 def run(articles: list[dict[str, Any]], warmup: list[dict[str, Any]], redis_host: str,
-        redis_port: int, basename: str) -> dict[str, Any]:
-    """Time the peer on ``articles`` after warming it up (model loaded) on ``warmup``."""
+        redis_port: int, basename: str, redis_pid: int | None = None) -> dict[str, Any]:
+    """Time the peer on ``articles`` after warming it up (model loaded) on ``warmup``. CPU
+    time is this process's and, given its pid, the redis-server's (datasketch's Redis
+    storage does part of the peer's work there)."""
+    from worker.bench.proc import cpu_seconds
+
     peer = NaivePeer(redis_host, redis_port, basename)
     for article in warmup:
         peer.process(article)
     rows = []
-    started = time.perf_counter()
+    redis_cpu = cpu_seconds(redis_pid) if redis_pid else None
+    started, cpu_started = time.perf_counter(), time.process_time()
     for index, article in enumerate(articles):
         t0 = time.perf_counter()
         timings, _ = peer.process(article)
         rows.append((index, timings, (time.perf_counter() - t0) * 1000, None))
     seconds = time.perf_counter() - started
+    n = len(articles)
+    cpu = {"peer": round((time.process_time() - cpu_started) * 1000 / n, 3)}
+    if redis_cpu is not None:
+        cpu["redis"] = round(((cpu_seconds(redis_pid) or redis_cpu) - redis_cpu) * 1000 / n, 3)
     return {
         "processes": 1,
-        "articles": len(articles),
+        "articles": n,
         "seconds": round(seconds, 3),
-        "articles_per_s": round(len(articles) / seconds, 3) if seconds else None,
+        "articles_per_s": round(n / seconds, 3) if seconds else None,
+        "cpu_ms_per_article": cpu,
         "rows": rows,
     }

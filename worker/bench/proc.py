@@ -20,6 +20,18 @@ def status_kb(pid: int, field: str = "VmRSS") -> int | None:
     return None
 
 
+def pss_kb(pid: int) -> int | None:
+    """Proportional set size (shared pages split between the processes sharing them): with
+    a prefork pool, what the parent loaded before forking is in every child's RSS."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def cpu_seconds(pid: int, *, waited_children: bool = False) -> float | None:
     """User + system CPU seconds the process has used; with ``waited_children`` also that of
     its children that have exited and been waited for (a multiprocessing pool joined)."""
@@ -109,3 +121,29 @@ class Phase:
             "other_cores": round(max(other, 0.0) / self.seconds, 2)
             if other is not None and self.seconds else None,
         }
+
+
+def local_ports_to(pids: list[int], remote_port: int) -> set[int]:
+    """Local ports of the TCP connections these processes hold to ``remote_port`` (to find
+    the PostgreSQL backends serving them: pg_stat_activity.client_port)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes \
+                    and int(fields[2].rsplit(":", 1)[1], 16) == remote_port:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports

@@ -1,0 +1,178 @@
+"""`enrich bench`: the figures' helpers by hand, and one `enrich bench --quick --json` run on
+a small generated corpus that must report every figure of the issue (values are not
+checked: no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PG_URL, _unavailable
+from worker.bench import report
+from worker.bench.corpus import load, warmup_indices
+
+PEOPLE = ["Angela Merkel", "Tony Blair", "Gordon Brown", "Kofi Annan", "Jacques Chirac",
+          "Vladimir Putin", "Condoleezza Rice", "Romano Prodi"]
+PLACES = ["London", "Berlin", "Paris", "Moscow", "Brussels", "Madrid", "Rome", "Vienna"]
+ORGS = ["the European Union", "the United Nations", "Microsoft", "the World Bank",
+        "Deutsche Bank", "the BBC", "Google", "Nato"]
+GERMAN = ("Die Regierung in {place} hat am Montag neue Pläne für die Wirtschaft vorgestellt. "
+          "Nach Angaben des Ministeriums sollen die Steuern im kommenden Jahr sinken, während "
+          "die Ausgaben für Bildung und Forschung deutlich steigen werden. Kritiker sprechen "
+          "von einem Wahlgeschenk, die Opposition fordert eine Debatte im Parlament. {n}")
+
+
+def english(n: int) -> str:
+    person, place, org = PEOPLE[n % 8], PLACES[(n * 3) % 8], ORGS[(n * 5) % 8]
+    return "\n\n".join([
+        f"{person} arrived in {place} on Monday for talks with {org} about trade and aid.",
+        f"Officials said the meeting, the {n + 1}th of its kind this year, would focus on "
+        f"debt relief for the poorest countries and on new rules for banks.",
+        f"{person.split()[-1]} told reporters in {place} that {org} had to act quickly, "
+        f"while critics said the plan number {n} came far too late.",
+    ])
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(10):
+            if n % 3 == 2:
+                record = {"id": f"de-{n}", "title": f"Pläne in {PLACES[n % 8]}", "lang": "de",
+                          "text": GERMAN.format(place=PLACES[n % 8], n=n), "source": "test"}
+            else:
+                record = {"id": f"en-{n}", "title": f"Talks in {PLACES[(n * 3) % 8]}",
+                          "lang": "en", "text": english(n), "source": "test"}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+# --- helpers, by hand ---------------------------------------------------------------------
+def test_corpus_is_reused_cyclically_with_new_ids(tiny_corpus):
+    corpus = load(tiny_corpus)
+    assert len(corpus) == 10
+    first, again = corpus.article(1), corpus.article(11)
+    assert first["id"] == "en-1" and again["id"] == "en-1.r1"
+    assert first["text"] == again["text"]
+    assert "lang" not in first  # not a raw-article field: kept aside, not sent as a hint
+    assert corpus.lang(12) == "de" and corpus.chars(2) == len(corpus.records[2]["text"])
+    assert len({a["id"] for a in corpus.articles(0, 35)}) == 35
+    warm = warmup_indices(corpus, 4)
+    assert {corpus.lang(i) for i in warm} == {"en", "de"} and len(set(warm)) == 4
+
+
+def test_percentile_interpolates_between_ranks():
+    assert report.percentile([], 50) is None
+    assert report.percentile([5.0], 99) == 5.0
+    assert report.percentile([1, 2, 3, 4], 50) == 2.5
+    assert report.percentile(range(101), 99) == 99
+
+
+def test_stage_figures_per_article_and_per_thousand_characters():
+    rows = [(0, {"clean": 1.0, "language": 2.0, "entities": 10.0, "dedupe": 1.0}, 15.0, None),
+            (1, {"clean": 3.0, "language": 4.0, "entities": 30.0, "dedupe": 3.0}, 41.0, None),
+            (2, None, 0.5, "empty_after_cleaning")]
+    chars = {0: 1000, 1: 3000, 2: 10}.get
+    figures = report.stage_figures(rows, chars, lambda i: "en")
+    assert figures["articles"] == 2 and figures["chars_per_article"] == 2000
+    assert figures["entities"]["ms_per_article"] == 20.0
+    assert figures["entities"]["ms_per_1000_chars"] == 10.0  # 40 ms over 4,000 characters
+    assert figures["total"]["ms_per_article"] == 28.0
+    assert figures["outside_stages_ms_per_article"] == 1.0  # 28 - (2 + 3 + 20 + 2)
+    assert report.light_stages_ms(figures) == 2.0 + 3.0 + 2.0
+
+
+def test_targets_met_not_met_and_not_measured():
+    values = {"e2e_vs_ceiling": 0.97, "stages_own_tasks": False, "ceiling_vs_naive": 2.5,
+              "light_stages_ms": 2.5, "redis_commands_per_article": 25.0}
+    by_key = {t["key"]: t for t in report.targets(values)}
+    assert by_key["e2e_vs_ceiling"]["met"] is False  # fast, but stages were not own tasks
+    assert by_key["ceiling_vs_naive"]["met"] is True
+    assert by_key["light_stages_ms"]["met"] is False
+    assert by_key["redis_commands_per_article"]["met"] is True  # at the bound
+    assert by_key["latency_p99_ms"]["met"] is None and by_key["latency_p99_ms"]["value"] is None
+    assert len(by_key) == len(report.TARGETS)
+
+
+def test_memory_growth_compares_the_same_processes():
+    points = [{"articles": 50, "pool_pids": [1, 2], "rss_mb": [200.0, 100.0]},
+              {"articles": 100, "pool_pids": [1, 2], "rss_mb": [210.0, 101.0]}]
+    figures = report.memory_figures(points)
+    assert figures["max_rss_mb"] == 210.0
+    assert figures["growth_pct"] == 5.0
+    assert figures["same_processes"] is True
+
+
+# --- the command, end to end ----------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server (the benchmark starts a private one)",
+                     FileNotFoundError("not on PATH"))
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _unavailable(f"PostgreSQL at {PG_URL}", exc)
+
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "bench", str(tiny_corpus), "--quick", "--json",
+         "--postgres-url", PG_URL, "--output", str(output)],
+        capture_output=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures == json.loads(output.read_text(encoding="utf-8"))
+    assert figures["errors"] == []
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for run in (figures["ceiling"]["1"], figures["ceiling"]["2"], figures["e2e"],
+                figures["naive"]):
+        assert number(run["articles_per_s"]) and number(run["seconds"])
+        assert run["cpu_ms_per_article"]
+    assert figures["ceiling"]["2"]["processes"] == 2
+    e2e = figures["e2e"]
+    assert e2e["stored"] == e2e["articles"] == figures["config"]["articles"]
+    assert set(e2e["tasks_by_name"]) >= {"enrich.clean", "enrich.language", "enrich.entities",
+                                         "enrich.dedupe", "enrich.store"}
+    assert e2e["stages_own_tasks"] is True
+
+    for source, stages in (("ceiling_1", report.STAGES), ("ceiling_2", report.STAGES),
+                           ("e2e", report.STAGES), ("naive", ("language", "entities", "dedupe"))):
+        for stage in stages:
+            cell = figures["stages"][source][stage]
+            assert number(cell["ms_per_article"]) and number(cell["ms_per_1000_chars"]), (source, stage)
+
+    latency = figures["latency"]
+    assert latency["stored"] == latency["articles"]
+    assert all(number(latency[basis][p]) for basis in ("stored_at", "processed_at")
+               for p in ("p50_ms", "p95_ms", "p99_ms"))
+
+    memory = figures["memory"]
+    assert [c["articles"] for c in memory["checkpoints"]] == [100, 160]
+    assert all(len(c["rss_mb"]) == 2 and all(number(x) for x in c["rss_mb"])
+               for c in memory["checkpoints"])
+    assert number(memory["max_rss_mb"]) and number(memory["growth_pct"])
+
+    redis_figures = figures["redis"]
+    for key in ("commands_per_article", "bytes_in_per_article", "bytes_out_per_article",
+                "idle_commands_per_s", "net_of_idle_commands_per_article"):
+        assert number(redis_figures[key]), key
+    assert number(redis_figures["accounting"]["client_commands_per_article"])
+    assert number(redis_figures["accounting"]["script_commands_per_article"])
+
+    targets = {t["key"]: t for t in figures["targets"]}
+    assert set(targets) == {key for key, *_ in report.TARGETS}
+    assert all(isinstance(t["met"], bool) and number(t["value"]) for t in targets.values())
+    for key in ("e2e_vs_ceiling", "ceiling_vs_naive", "light_stages_ms", "scaling_1_to_2"):
+        assert number(targets[key]["cpu_estimate"]), key
+    assert figures["dead_letters"] == 0
