@@ -73,7 +73,8 @@ def _stop_on_sigterm(*_) -> None:
               help="Extra arguments for `enrich worker` (experiments), e.g. "
                    "'--max-tasks-per-child 1000'.")
 @click.option("--quick", is_flag=True,
-              help="Small counts (24 articles, RSS at 100 and 160): every figure, for CI and tests.")
+              help="Small counts (24 articles, RSS at 100 and 160): every figure, for CI "
+                   "and tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the figures, as one JSON object.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Also write the figures as JSON to this file (rewritten after each phase).")

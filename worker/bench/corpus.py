@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.evaluation.readers import DataError, iter_jsonl
+from worker.evaluation.readers import DEFAULT_EVAL_DIR, DataError, iter_jsonl
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "corpus" / "news.jsonl"
+DEFAULT_CORPUS = DEFAULT_EVAL_DIR / "corpus" / "news.jsonl"
 RAW_FIELDS = ("url", "source", "title", "text", "html", "published_at")
 _ID = re.compile(r"^[A-Za-z0-9._:\-/]{1,180}$")
 

@@ -171,7 +171,8 @@ class EndToEnd:
         if not replies:
             raise BenchError(f"the worker did not answer {command}")
 
-    def publish(self, articles: list[dict[str, Any]], pace: float | None = None) -> dict[str, float]:
+    def publish(self, articles: list[dict[str, Any]],
+                pace: float | None = None) -> dict[str, float]:
         """Publish with the project's producer; returns {id: wall time just before publish}.
         With ``pace`` (articles/s) the i-th article goes out at start + i/pace."""
         from worker.producer import publish
@@ -309,6 +310,10 @@ class EndToEnd:
             "stored": len(stored),
             "rate_per_s": round(rate, 3),
             "stored_at_ms": [(s[0] - sent[i]) * 1000 for i, s in stored.items()],
+            # Long after the last publish means a queue built up: the pace was not below
+            # capacity during the phase (others' load takes capacity away).
+            "drain_after_last_publish_s": round(max(s[0] for s in stored.values())
+                                                - max(sent.values()), 3) if stored else None,
             "processed_at_ms": [(s[1] - sent[i]) * 1000 for i, s in stored.items()],
             "phase": phase.figures,
         }

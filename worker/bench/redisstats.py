@@ -7,10 +7,12 @@ byte counters measure our traffic only.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,9 +109,6 @@ class Monitor:
     _STOP = "enrich-bench-monitor-stop"
 
     def __init__(self, server: PrivateRedis) -> None:
-        import collections
-        import threading
-
         self.server = server
         self.counts: collections.Counter = collections.Counter()
         self._ready = threading.Event()

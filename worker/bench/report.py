@@ -49,7 +49,8 @@ def stage_figures(rows: list[tuple], chars: Callable[[int], int],
     if not done:
         return {}
     total_chars = sum(chars(row[0]) for row in done)
-    figures: dict[str, Any] = {"articles": len(done), "chars_per_article": round(total_chars / len(done))}
+    figures: dict[str, Any] = {"articles": len(done),
+                               "chars_per_article": round(total_chars / len(done))}
     for stage in stages:
         values = [float(row[1].get(stage, 0.0)) for row in done]
         figures[stage] = {
@@ -175,7 +176,8 @@ def render(figures: dict[str, Any], console) -> None:
         cells = []
         for _, data in sources:
             cell = data.get(stage)
-            text = f"{cell['ms_per_article']:.2f} ({cell['ms_per_1000_chars']:.2f})" if cell else "-"
+            text = (f"{cell['ms_per_article']:.2f} ({cell['ms_per_1000_chars']:.2f})"
+                    if cell else "-")
             if cell and "cpu_ms_per_article" in cell:
                 text += f" [{cell['cpu_ms_per_article']:.2f}]"
             cells.append(text)
@@ -194,8 +196,11 @@ def render(figures: dict[str, Any], console) -> None:
     latency = figures.get("latency") or {}
     if latency:
         stored = latency["stored_at"]
+        drain = latency.get("drain_after_last_publish_s")
         other.add_row(f"publish → stored at {latency['rate_per_s']:.1f}/s "
-                      f"({latency['articles']} articles) p50 / p95 / p99 ms",
+                      f"({latency['articles']} articles) p50 / p95 / p99 ms"
+                      + (f"; last stored {drain:.1f} s after the last publish"
+                         if drain is not None else ""),
                       f"{_fmt(stored['p50_ms'], 0)} / {_fmt(stored['p95_ms'], 0)} / "
                       f"{_fmt(stored['p99_ms'], 0)}")
     for point in (figures.get("memory") or {}).get("checkpoints", []):

@@ -257,6 +257,7 @@ class Bench:
             f["latency"] = {
                 "articles": run["articles"], "stored": run["stored"],
                 "rate_per_s": run["rate_per_s"], "load": o.latency_load,
+                "drain_after_last_publish_s": run["drain_after_last_publish_s"],
                 "stored_at": report.latency_figures(run["stored_at_ms"]),
                 "processed_at": report.latency_figures(run["processed_at_ms"]),
                 "phase": run["phase"],
