@@ -58,25 +58,42 @@ def _pings(client) -> bool:
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
-def test_worker_keeps_consuming_when_redis_restarts_under_it(tmp_path, settings_for):
-    """Redis restarts mid-flood: the worker stays up and every article is stored once."""
+def test_worker_keeps_consuming_when_redis_restarts_at_most_the_message_in_flight_is_lost(
+    tmp_path, settings_for
+):
+    """Redis restarts mid-flood: the worker stays up and stores everything published after.
+
+    Known gap (README, Reliability): kombu's Redis transport pops a message (BRPOP) and
+    only then records it as unacknowledged, in a second round trip; a message popped in the
+    instant Redis goes down is lost. So at most the one message in flight (concurrency 1)
+    may be missing from before the restart - never more, and nothing published after it.
+    """
     port = free_port()
     server = start_redis(port, tmp_path)
     settings = settings_for(broker_url=f"redis://127.0.0.1:{port}/0", visibility_timeout=10)
     worker = start_worker(settings, tmp_path / "worker.log")
     store = open_store(settings.store_url)
+    before = [article(i) for i in range(40)]
+    after = [article(i) for i in range(40, 45)]
     try:
-        publish([article(i) for i in range(40)], settings=settings)
+        publish(before, settings=settings)
         wait_until(lambda: store.count() >= 3, 120, what="the first articles stored")
         redis.Redis(port=port).shutdown(nosave=True)  # AOF keeps the queue and unacked set
         server.wait(timeout=10)
         time.sleep(2)
         server = start_redis(port, tmp_path)
-        publish([article(i) for i in range(40, 45)], settings=settings)
-        wait_until(lambda: store.count() == 45, 150,
-                   what=f"all 45 articles stored (worker log: {tmp_path / 'worker.log'})")
+        publish(after, settings=settings)
+        log = tmp_path / "worker.log"
+        wait_until(lambda: all(store.get(a["id"]) for a in after), 150,
+                   what=f"every article published after the restart stored (log: {log})")
+        wait_until(lambda: store.count() >= 44, 60, interval=1,
+                   what=f"all but at most one article stored (log: {log})")
+        time.sleep(15)  # a restored message comes back within visibility timeout + sweep
+        lost = [a["id"] for a in before if not store.get(a["id"])]
+        if lost:
+            print(f"\nlost in the restart window: {lost}")
+        assert len(lost) <= 1, lost
         assert worker.poll() is None, "the worker exited across the Redis restart"
-        assert all(store.get(f"restart-{i}") for i in range(45))
     finally:
         stop_worker(worker)
         server.terminate()
