@@ -46,8 +46,8 @@ def cpu_seconds(pid: int, *, waited_children: bool = False) -> float | None:
     return ticks / _TICKS
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (the prefork pool of a Celery worker)."""
+def _pids_where(field: int, value: int) -> list[int]:
+    """Processes whose /proc/<pid>/stat field (0 = state, 1 = ppid, 2 = pgrp) is `value`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -56,9 +56,20 @@ def children(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        fields = stat.rsplit(")", 1)[1].split()
+        if len(fields) > field and int(fields[field]) == value:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the prefork pool of a Celery worker)."""
+    return _pids_where(1, pid)
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process of process group ``pgid`` (a worker started in its own session)."""
+    return _pids_where(2, pgid)
 
 
 def loadavg() -> list[float]:

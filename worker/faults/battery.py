@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from worker.bench import proc
 from worker.deadletter import DeadLetters
 from worker.faults.harness import event_time, log_events, start_worker, stop_worker
 from worker.faults.proxy import TcpProxy
@@ -96,21 +97,6 @@ def table(ledgers: list[Ledger]) -> str:
     return "\n".join(lines)
 
 
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            pids.append(int(entry.name))
-    return pids
-
-
 def _hwm_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -156,7 +142,7 @@ class Run:
     def _sample(self) -> None:
         while not self._sampling.wait(0.5):
             for worker in list(self.workers):
-                for pid in _group_pids(worker.pid):
+                for pid in proc.group_pids(worker.pid):
                     self.peak_rss = max(self.peak_rss, _hwm_mb(pid))
 
     def worker(self, env: dict[str, str] | None = None, concurrency: int = 2,
