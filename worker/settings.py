@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         "sqlite:///enriched.db",
         description="Results store: sqlite:///PATH (embedded) or postgresql://... (production).",
     )
-    queue: str = Field("enrich", description="Celery queue the chain's tasks run on.")
+    queue: str = Field("enrich", description="Celery queue the article tasks run on.")
     key_prefix: str = Field(
         "enrich:",
         description="Prefix of this project's Redis keys (dedupe index; dead letters on the broker).",
