@@ -129,9 +129,12 @@ def celery_config(settings: Settings) -> dict:
         },
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
-        # Flower and `celery events` see every task.
+        # Flower and `celery events` see every task from the moment a worker receives it. No
+        # task-sent event from producers: one more Redis PUBLISH per article, and Flower would
+        # keep a PENDING entry for every queued article; the backlog is the queue depth
+        # (enrich_queue_depth, Flower's Broker tab).
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "task_track_started": True,
         # Logging is ours (structlog); Celery's records go through the same processors.
         "worker_hijack_root_logger": False,
