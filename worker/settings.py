@@ -60,10 +60,10 @@ class Settings(BaseSettings):
     )
     language_min_chars: int = Field(1, description="Fewer letters than this gives `und`.")
     language_min_confidence: float = Field(
-        0.2, description="Lower top confidence gives `und` (texts of two words or more)."
+        0.7, description="Lower top confidence gives `und` (texts of three words or more)."
     )
     language_word_min_confidence: float = Field(
-        0.85, description="Lower top confidence gives `und` for a single word."
+        0.8, description="Lower top confidence gives `und` for a text of one or two words."
     )
     language_hint_min_confidence: float = Field(
         0.01,
