@@ -434,6 +434,34 @@ def test_html_link_lists_are_navigation_inline_links_are_not():
                for r in result["removed"])
 
 
+def test_html_long_link_list_is_navigation_however_many_words_of_its_own():
+    """A blogroll line that is almost all link text is navigation even with 20+ words outside
+    its links; a story line with a few inline links stays."""
+    roll = "<p>" + " ".join(f"<a href='/b{i}'>The weblog of writer number {i}</a> ({i})"
+                            for i in range(25)) + "</p>"
+    inline = ("<p>The <a href='/council'>harbour council</a> published the full <a href='/vote'>"
+              "vote</a> on its website on Wednesday morning.</p>")
+    result = clean({"id": "r", "html": _page(f"<article>{ARTICLE_HTML}{inline}{roll}</article>")})
+    assert "weblog of writer" not in result["text"]
+    assert [r["reason"] for r in result["removed"] if "weblog" in r["text"]] == ["navigation"]
+    assert result["text"].split("\n") == STORY + MORE_STORY + [
+        "The harbour council published the full vote on its website on Wednesday morning."]
+
+
+def test_rights_notice_under_an_agency_story_is_footer():
+    """"This material may not be published, broadcast, rewritten or redistributed." and its
+    kind are footer lines; story sentences about consent, copying or publishing stay."""
+    notices = ["Copyright 2008 The Associated Press. All rights reserved. This material may not "
+               "be published, broadcast, rewritten or redistributed.",
+               "Reproduction in whole or in part in any form or medium without express written "
+               "permission of Example Publications, Inc. is prohibited."]
+    story = ["Police took DNA samples without consent from 40 people, the report said.",
+             "The court heard that copying the files had been prohibited by the old contract.",
+             "The names of the victims may not be published under state law."]
+    kept, removed, _ = clean_lines("\n".join(story + notices), None)
+    assert kept.split("\n") == story
+    assert removed == [{"text": n, "reason": "footer"} for n in notices]
+
 def test_html_repeated_lines_are_kept_unless_adjacent():
     """In a page's text a long line may come back (a post quoting another); only an
     immediate repeat (a doubled caption) is a duplicate."""

@@ -124,6 +124,18 @@ _MENU_ITEM_WORDS = 4
 _FOOTER_ANYWHERE = re.compile(
     r"©.*\b(1[89]|20)\d\d\b|\b(1[89]|20)\d\d\b.*©|\ball rights reserved\b", re.IGNORECASE
 )
+# A syndication or rights notice under an agency story: "This material may not be published,
+# broadcast, rewritten or redistributed."; "Reproduction ... without express written permission
+# ... is prohibited." A list of reuse verbs, or a reuse word, a ban and a missing permission in
+# one short line ("may not be published under state law" is a story's sentence).
+_REUSE_VERB = r"(re)?(published|broadcast|rewritten|redistributed|reproduced)"
+_RIGHTS_NOTICE = re.compile(
+    rf"\bmay not be {_REUSE_VERB}(,| or| and) {_REUSE_VERB}\b"
+    r"|\b(reproduction|redistribution|republication|copying|reuse|rewriting)\b(?=.*\bprohibited\b)"
+    r".*\bwithout (the )?(express |prior |written )*(permission|consent|authori[sz]ation|authority)\b",
+    re.IGNORECASE,
+)
+_RIGHTS_NOTICE_CHARS = 300
 # Page links: "1 2 3 4 Next", "« 1 2 3 »", "Pages: 1 2".
 _PAGINATION = re.compile(
     r"(pages?\s*:?\s*)?((\d+(?!\d)|[«»‹›<>]|next|previous|prev|first|last|…|\.\.\.)\s*){3,}|pages?\s*:",
@@ -192,6 +204,7 @@ _LINK_OPEN, _LINK_CLOSE = "\ue000", "\ue001"  # private-use marks around link te
 _LINKED = re.compile("\ue000([^\ue000\ue001]*)\ue001")
 _LINK_SHARE = 0.5  # a line or cell at least half link text ...
 _OWN_WORDS = 20  # ... with fewer words outside its links is navigation
+_LINK_LIST_SHARE = 0.8  # a line or cell this much link text is a link list, however long
 # Readers' comments under a page's main text (the `include_comments` argument, from
 # ENRICH_CLEAN_INCLUDE_COMMENTS). Off by default: they are not the article, NER on them
 # tags the discussion (and costs as much again), and two copies of one syndicated story
@@ -243,6 +256,8 @@ def classify_line(
     if continuation:
         return "footer" if line.startswith("©") and len(line) < 200 else None
     if len(line) < 200 and (_FOOTER_PREFIX.match(line) or _FOOTER_ANYWHERE.search(line)):
+        return "footer"
+    if len(line) < _RIGHTS_NOTICE_CHARS and _RIGHTS_NOTICE.search(line):
         return "footer"
     if len(line) < 160 and _NEWSLETTER_PROMPT.match(line):
         return "newsletter"
@@ -413,8 +428,8 @@ def _mark_links(text: str) -> str:
 def _html_unit(raw: str, removed: list[dict[str, str]], *, cell: bool) -> str:
     """One line or table cell of trafilatura's output: its text, or '' when it is boilerplate
     (recorded in ``removed`` with the reason). A line that is mostly link text with few
-    words of its own (a menu, a list of other stories) is navigation; a cell may also be a
-    lone section name ("| World |")."""
+    words of its own (a menu, a list of other stories), or almost all link text however
+    long (a blogroll), is navigation; a cell may also be a lone section name ("| World |")."""
     linked = own_words = 0
     if _LINK_OPEN in raw:
         linked = sum(len(normalise_line(words)) for words in _LINKED.findall(raw))
@@ -424,7 +439,8 @@ def _html_unit(raw: str, removed: list[dict[str, str]], *, cell: bool) -> str:
     if not _HAS_WORD.search(text):
         return ""
     reason = classify_line(text, in_header=True, timestamps=True) if cell else None
-    if reason is None and linked and linked >= _LINK_SHARE * len(text) and own_words < _OWN_WORDS:
+    if reason is None and linked and (linked >= _LINK_LIST_SHARE * len(text) or (
+            linked >= _LINK_SHARE * len(text) and own_words < _OWN_WORDS)):
         reason = "navigation"
     if reason is not None:
         removed.append({"text": text, "reason": reason})
