@@ -29,8 +29,9 @@ from typing import Any
 
 import justext
 import trafilatura
-from justext.core import ParagraphMaker, classify_paragraphs
+from justext.core import ParagraphMaker, classify_paragraphs, define_stoplist
 from lxml import etree
+from trafilatura import external as trafilatura_external
 from trafilatura.htmlprocessing import prune_unwanted_nodes
 from trafilatura.metadata import examine_meta, extract_meta_json, extract_title
 from trafilatura.settings import JUSTEXT_LANGUAGES
@@ -552,13 +553,14 @@ _stoplists: dict[str, frozenset[str]] = {}
 
 
 def _stoplist(language: str | None) -> frozenset[str]:
-    """jusText's stop words for an ISO 639-1 code, or those of every language it knows
-    (what trafilatura's own jusText fallback uses when the language is unknown)."""
+    """jusText's stop words for an ISO 639-1 code, or (unknown language) those of every
+    language it knows: trafilatura's own list for its jusText fallback, which it loads on
+    many pages anyway (about 35 MB), taken through the same cache so that it is held once."""
     key = language if language in JUSTEXT_LANGUAGES else "*"
     if key not in _stoplists:
         if key == "*":
-            _stoplists[key] = frozenset(
-                word for name in justext.get_stoplists() for word in justext.get_stoplist(name))
+            _stoplists[key] = define_stoplist(
+                trafilatura_external.JT_STOPLIST or trafilatura_external.jt_stoplist_init())
         else:
             _stoplists[key] = frozenset(justext.get_stoplist(JUSTEXT_LANGUAGES[key]))
     return _stoplists[key]
