@@ -343,8 +343,8 @@ class LanguageDetector:
         head_chars: int = 200,
         candidates: int = 3,
         min_chars: int = 1,
-        min_confidence: float = 0.7,
-        word_min_confidence: float = 0.8,
+        min_confidence: float = 0.9,
+        word_min_confidence: float = 0.9,
         hint_min_confidence: float = 0.01,
         preload: bool = False,
     ) -> None:
