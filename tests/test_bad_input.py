@@ -141,7 +141,7 @@ def test_deeply_nested_article_from_another_producer_fails_at_its_publish(settin
     for _ in range(10_000):
         nested = [nested]
     with pytest.raises(EncodeError, match="recursion"):
-        create_app(settings).send_task("enrich.clean", args=[{"text": "x", "metadata":
+        create_app(settings).send_task("enrich.article", args=[{"text": "x", "metadata":
                                                               {"n": nested}}],
                                        queue=settings.queue)
 
@@ -420,14 +420,14 @@ def test_queue_poison_is_dead_lettered_unexecuted_and_the_worker_lives(
     store = open_store(pg_url)
     dead = DeadLetters(redis_client, settings.dead_letter_key)
     # A real message to alter (taken off the queue before any worker runs).
-    app.send_task("enrich.clean", args=[{"id": "template", "text": "Template."}],
+    app.send_task("enrich.article", args=[{"id": "template", "text": "Template."}],
                   queue=settings.queue)
     template = json.loads(redis_client.rpop(settings.queue))
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
         redis_client.lpush(settings.queue, b"\x80\x81 plain garbage, not a message")
         redis_client.lpush(settings.queue, json.dumps({"id": "raw", "text": "LPUSHed by hand"}))
-        app.send_task("enrich.clean", args=[_Canary(str(canary))], queue=settings.queue,
+        app.send_task("enrich.article", args=[_Canary(str(canary))], queue=settings.queue,
                       serializer="pickle")
         for item in (
             _from_template(template, body=b"this body is not JSON"),
@@ -470,7 +470,7 @@ def test_queue_poison_is_dead_lettered_unexecuted_and_the_worker_lives(
 
 
 # --- the transport's check, unit by unit ----------------------------------------------------
-def _envelope(body, *, task: str | None = "enrich.clean", content_type="application/json",
+def _envelope(body, *, task: str | None = "enrich.article", content_type="application/json",
               encode=True) -> bytes:
     raw = json.dumps(body).encode() if encode else body
     headers = {"id": "t1"} | ({"task": task} if task else {})

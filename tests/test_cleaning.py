@@ -434,6 +434,34 @@ def test_html_link_lists_are_navigation_inline_links_are_not():
                for r in result["removed"])
 
 
+def test_html_long_link_list_is_navigation_however_many_words_of_its_own():
+    """A blogroll line that is almost all link text is navigation even with 20+ words outside
+    its links; a story line with a few inline links stays."""
+    roll = "<p>" + " ".join(f"<a href='/b{i}'>The weblog of writer number {i}</a> ({i})"
+                            for i in range(25)) + "</p>"
+    inline = ("<p>The <a href='/council'>harbour council</a> published the full <a href='/vote'>"
+              "vote</a> on its website on Wednesday morning.</p>")
+    result = clean({"id": "r", "html": _page(f"<article>{ARTICLE_HTML}{inline}{roll}</article>")})
+    assert "weblog of writer" not in result["text"]
+    assert [r["reason"] for r in result["removed"] if "weblog" in r["text"]] == ["navigation"]
+    assert result["text"].split("\n") == STORY + MORE_STORY + [
+        "The harbour council published the full vote on its website on Wednesday morning."]
+
+
+def test_rights_notice_under_an_agency_story_is_footer():
+    """"This material may not be published, broadcast, rewritten or redistributed." and its
+    kind are footer lines; story sentences about consent, copying or publishing stay."""
+    notices = ["Copyright 2008 The Associated Press. All rights reserved. This material may not "
+               "be published, broadcast, rewritten or redistributed.",
+               "Reproduction in whole or in part in any form or medium without express written "
+               "permission of Example Publications, Inc. is prohibited."]
+    story = ["Police took DNA samples without consent from 40 people, the report said.",
+             "The court heard that copying the files had been prohibited by the old contract.",
+             "The names of the victims may not be published under state law."]
+    kept, removed, _ = clean_lines("\n".join(story + notices), None)
+    assert kept.split("\n") == story
+    assert removed == [{"text": n, "reason": "footer"} for n in notices]
+
 def test_html_repeated_lines_are_kept_unless_adjacent():
     """In a page's text a long line may come back (a post quoting another); only an
     immediate repeat (a doubled caption) is a duplicate."""
@@ -483,6 +511,67 @@ def test_html_readers_comments_are_not_the_article():
     assert "delighted the council" not in result["text"]
     assert "waste of money" not in result["text"]
 
+
+
+# Paragraphs long enough (200+ characters) for jusText to call them prose on their own.
+BRIDGE = [
+    "The council voted on Tuesday to close the old bridge to all traffic after engineers found "
+    "that the steel beams under the main span had corroded far more than the last inspection, "
+    "three years ago, had suggested they would.",
+    "Drivers will have to take a detour of about twelve kilometres through the industrial "
+    "estate, which the council said would add around fifteen minutes to a typical journey into "
+    "the town centre at the busiest times of the day.",
+    "The mayor said that the decision had not been taken lightly, and that the safety of the "
+    "people who cross the river every day had to come before the inconvenience that the "
+    "closure of the bridge would cause to all of them.",
+    "A temporary footbridge is expected to open in the spring, and the council has asked the "
+    "regional government for the money that it will need to build a new road bridge over the "
+    "river within the next five years.",
+    "Local shops near the bridge said that they were worried about losing customers, and some "
+    "of them asked the council to put up signs in the town showing people how they can reach "
+    "them during the works on the bridge.",
+]
+
+
+def _bridge_page(story: str, after: str = "") -> str:
+    return _page("<nav><a href='/'>Home</a> <a href='/news'>News</a></nav><div id='main'>"
+                 f"<h1>Old bridge closed to traffic</h1><div class='story'>{story}</div></div>"
+                 f"{after}<footer>Contact us</footer>", head="<title>Old bridge closed</title>")
+
+
+def _paragraphs(paragraphs: list[str]) -> str:
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
+
+
+def test_html_paragraph_dropped_from_the_article_is_restored_in_place():
+    """A prose paragraph that trafilatura drops (a <div> among the story's <p>s) comes back,
+    once, between the paragraphs around it; with restore=False it stays lost."""
+    story = (_paragraphs(BRIDGE[:2]) + f"<div class='inline-box'>{BRIDGE[2]}</div>"
+             + _paragraphs(BRIDGE[3:]))
+    doc = {"id": "b", "html": _bridge_page(story)}
+    assert BRIDGE[2] not in clean(doc, restore=False)["text"]
+    assert clean(doc)["text"].split("\n") == BRIDGE
+
+
+def test_html_prose_outside_the_article_is_not_restored():
+    """A long prose paragraph elsewhere on the page (an "about us" box) is not the article:
+    trafilatura leaves it out, and it is not the sibling of any paragraph it kept."""
+    about = ("Our newsroom has been covering the town and the villages around it for more than "
+             "a hundred years, and we rely on the support of our readers to keep doing the work "
+             "that we do for all of the people who live here.")
+    page = _bridge_page(_paragraphs(BRIDGE), after=f"<div class='about'><div>{about}</div></div>")
+    assert clean({"id": "a", "html": page})["text"].split("\n") == BRIDGE
+
+
+def test_html_readers_comment_beside_the_story_is_not_restored():
+    """A reader's comment in the story's own element is pruned before paragraphs are restored
+    (as trafilatura prunes it), unless comments are asked for."""
+    comment = ("I have crossed that bridge every single day for the last twenty years on my way "
+               "to work, and I have to say that I am not at all surprised that it is in such a "
+               "bad state after all the years of neglect by the council.")
+    page = _bridge_page(_paragraphs(BRIDGE) + f"<div class='comment'>{comment}</div>")
+    assert clean({"id": "c", "html": page})["text"].split("\n") == BRIDGE
+    assert comment in clean({"id": "c", "html": page}, include_comments=True)["text"]
 
 # --- the evaluation data (read at test time; skipped without ../shared/eval) ------------------
 def _wrapped_set(eval_dir):

@@ -38,6 +38,20 @@ def make_index(request):
                                                   window_seconds=HOUR)
 
 
+@pytest.fixture(params=["memory", "redis"])
+def make_clocked(request):
+    """A factory of fresh indexes on a clock the test moves: (index, now), now[0] the time."""
+    def make(window: int, bucket: int | None = None, threshold: float = THRESHOLD):
+        now = [1_000_000.0]
+        options = {"threshold": threshold, "window_seconds": window, "bucket_seconds": bucket,
+                   "clock": lambda: now[0]}
+        if request.param == "memory":
+            return MemoryIndex(**options), now
+        return RedisIndex(request.getfixturevalue("redis_client"),
+                          prefix=request.getfixturevalue("key_prefix"), **options), now
+    return make
+
+
 @pytest.fixture
 def dedupe(make_index) -> Deduplicator:
     return Deduplicator(make_index(), threshold=THRESHOLD)
@@ -199,26 +213,89 @@ def test_index_threshold_is_respected(make_index, seed_text):
 
 
 # --- time window -----------------------------------------------------------------------------
-def test_memory_index_entries_expire_after_window(seed_text):
-    """In memory, after the window neither the exact copy nor the edited copy is a duplicate."""
-    now = [1000.0]
-    index = MemoryIndex(threshold=THRESHOLD, window_seconds=60, clock=lambda: now[0])
+def test_entries_expire_after_window(make_clocked, seed_text):
+    """After the window neither the exact copy nor the edited copy is a duplicate."""
+    index, now = make_clocked(window=60)
     dedupe = Deduplicator(index, threshold=THRESHOLD)
     run(dedupe, "orig", seed_text)
     now[0] += 30
     assert run(dedupe, "early", seed_text)["duplicate_of"] == "orig"
+    now[0] += 31
+    assert run(dedupe, "late-exact", seed_text)["duplicate_of"] is None
     now[0] += 61
+    assert run(dedupe, "late-edited", edited_copy(seed_text))["duplicate_of"] is None
+
+
+def test_window_is_exact_across_buckets(make_clocked, seed_text):
+    """With buckets shorter than the window, an entry matches until the window ends, exactly."""
+    index, now = make_clocked(window=60, bucket=7)
+    dedupe = Deduplicator(index, threshold=THRESHOLD)
+    run(dedupe, "orig", seed_text)
+    now[0] += 59.5
+    assert run(dedupe, "edited", edited_copy(seed_text))["duplicate_of"] == "orig"
+    assert run(dedupe, "exact", seed_text)["duplicate_of"] == "orig"
+    now[0] += 1
     assert run(dedupe, "late-exact", seed_text)["duplicate_of"] is None
 
 
-def test_memory_index_near_duplicate_expires_after_window(seed_text):
-    """In memory, a near duplicate arriving after the window is canonical."""
-    now = [1000.0]
-    index = MemoryIndex(threshold=THRESHOLD, window_seconds=60, clock=lambda: now[0])
+def test_decision_is_remembered_while_its_bucket_is_read(make_clocked, seed_text):
+    """A redelivery past the window still gets its decision while the bucket is read, not after."""
+    index, now = make_clocked(window=60, bucket=60)  # buckets [999960, 1000020), ...
     dedupe = Deduplicator(index, threshold=THRESHOLD)
     run(dedupe, "orig", seed_text)
-    now[0] += 61
-    assert run(dedupe, "late-edited", edited_copy(seed_text))["duplicate_of"] is None
+    now[0] += 10
+    assert run(dedupe, "copy", seed_text)["duplicate_of"] == "orig"
+    now[0] += 65  # the window has passed for both, but their bucket is still read
+    assert run(dedupe, "copy", seed_text)["duplicate_of"] == "orig"
+    assert run(dedupe, "other", seed_text)["duplicate_of"] is None
+    now[0] += 65  # the bucket is no longer read: the decision is made again
+    assert run(dedupe, "copy", seed_text)["duplicate_of"] is None
+
+
+def _sig(values: list[int]) -> bytes:
+    return b"".join(v.to_bytes(4, "little") for v in values)
+
+
+QUERY = list(range(1, 129))
+BAND = ["0:shared"]  # every crafted document below lands in this one band
+SECOND_HALF = _sig([1000 + v for v in QUERY[:64]] + QUERY[64:])  # 0.5 like QUERY
+FIRST_HALF = _sig(QUERY[:64] + [2000 + v for v in QUERY[64:]])  # 0.5 like QUERY, 0 like the above
+
+
+def test_tie_goes_to_the_earlier_indexed_across_buckets(make_clocked):
+    """Two candidates equally similar, indexed in different buckets: the earlier one wins."""
+    index, now = make_clocked(window=60, bucket=10)
+    assert index.check_and_insert("a", "ha", SECOND_HALF, BAND) == (None, None)
+    now[0] += 15
+    assert index.check_and_insert("b", "hb", FIRST_HALF, BAND) == (None, None)
+    now[0] += 15
+    assert index.check_and_insert("q", "hq", _sig(QUERY), BAND) == ("a", 0.5)
+
+
+@pytest.mark.parametrize("bucket", [10, 3600], ids=["across-buckets", "in-one-bucket"])
+def test_reindexed_id_moves_behind_in_its_bands(make_clocked, bucket):
+    """An id indexed again (new text) goes behind the others in a band, as in a sorted set by
+    time, so it loses a tie it won before."""
+    index, now = make_clocked(window=60, bucket=bucket)
+    index.check_and_insert("a", "ha", SECOND_HALF, BAND)
+    now[0] += 15
+    index.check_and_insert("b", "hb", FIRST_HALF, BAND)
+    assert index.check_and_insert("q1", "hq1", _sig(QUERY), BAND) == ("a", 0.5)
+    now[0] += 15
+    quarters = _sig(QUERY[:32] + [3000 + v for v in QUERY[32:96]] + QUERY[96:])  # 0.5 like QUERY
+    assert index.check_and_insert("a", "ha2", quarters, BAND) == (None, None)
+    assert index.check_and_insert("q2", "hq2", _sig(QUERY), BAND) == ("b", 0.5)
+
+
+def test_reindexed_id_is_compared_by_its_latest_signature(make_clocked):
+    """An id indexed again in a later bucket is compared by its new signature, also where it
+    is met through an entry of its earlier indexing."""
+    index, now = make_clocked(window=60, bucket=10)
+    index.check_and_insert("a", "ha", SECOND_HALF, BAND)
+    now[0] += 15
+    closer = _sig(QUERY[:80] + [4000 + v for v in QUERY[80:]])  # 0.625 like QUERY
+    assert index.check_and_insert("a", "ha2", closer, ["1:other"]) == (None, None)
+    assert index.check_and_insert("q", "hq", _sig(QUERY), BAND) == ("a", 0.625)
 
 
 def test_redis_index_entries_expire_after_window(redis_client, key_prefix, seed_text):
@@ -241,7 +318,7 @@ def test_redis_index_keys_have_ttl(redis_client, key_prefix, seed_text):
     keys = list(redis_client.scan_iter(match=f"{key_prefix}*"))
     assert keys
     for key in keys:
-        assert 0 < redis_client.ttl(key) <= HOUR
+        assert 0 < redis_client.ttl(key) <= 3 * HOUR  # window + 2 buckets (a bucket is the window)
 
 
 def test_redis_unreachable_is_index_unavailable():
@@ -252,6 +329,56 @@ def test_redis_unreachable_is_index_unavailable():
     index = RedisIndex(client, prefix="test:down:", threshold=THRESHOLD, window_seconds=HOUR)
     with pytest.raises(IndexUnavailable):
         index.check_and_insert("a", "h", bytes(512), ["0:00"])
+
+
+# --- the two twins on the evaluation stream --------------------------------------------------
+def _stream_events(eval_dir, limit: int) -> list[tuple[str, str, bytes, list[str]]]:
+    """The first messages of the dedupe stream as index calls, with redeliveries of earlier
+    ones and earlier ids coming back with new text mixed in."""
+    from worker.errors import EnrichError
+    from worker.evaluation.readers import read_jsonl
+
+    signer = Deduplicator(MemoryIndex(threshold=THRESHOLD, window_seconds=HOUR))
+    events: list = []
+    for number, record in enumerate(read_jsonl(eval_dir / "dedupe" / "stream.jsonl", limit)):
+        try:
+            text = cleaned(f"e{number}", record.get("text") or "")["text"]
+        except EnrichError:
+            continue
+        signature = signer.signature(text)
+        event = (f"e{number}", content_hash(text), signature, signer.band_keys(signature))
+        events.append(event)
+        if number % 17 == 0:
+            events.append(events[len(events) // 2])  # an earlier message redelivered
+        if number % 29 == 0:
+            events.append((events[len(events) // 3][0], *event[1:]))  # an earlier id, new text
+    return events
+
+
+def test_redis_and_memory_decide_the_same_on_the_stream(eval_dir, redis_client, key_prefix):
+    """On 1,200 stream messages, one second apart, with a 300 s window in 100 s buckets, the
+    Redis and the in-memory index give every decision alike; entries did expire and buckets
+    did rotate, and Redis kept only the buckets still read plus the one that just died."""
+    events = _stream_events(eval_dir, 1200)
+    options = {"threshold": THRESHOLD, "window_seconds": 300, "bucket_seconds": 100}
+    runs = {}
+    for name, make in {
+        "redis": lambda clock: RedisIndex(redis_client, prefix=key_prefix, clock=clock, **options),
+        "memory": lambda clock: MemoryIndex(clock=clock, **options),
+        "no window": lambda clock: MemoryIndex(threshold=THRESHOLD, window_seconds=10**9,
+                                               clock=clock),
+    }.items():
+        now = [1_000_000.0]
+        index = make(lambda: now[0])
+        runs[name] = []
+        for event in events:
+            runs[name].append(index.check_and_insert(*event))
+            now[0] += 1
+        if name == "redis":
+            assert len(list(redis_client.scan_iter(match=f"{key_prefix}*"))) <= 300 // 100 + 2
+    assert runs["redis"] == runs["memory"]
+    assert sum(d is not None for d, _ in runs["redis"]) > 100
+    assert runs["memory"] != runs["no window"]
 
 
 # --- concurrency -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from kombu.exceptions import OperationalError
 
-from worker import deadletter, dlq
+from worker import deadletter, dlq, producer
 from worker.deadletter import DeadLetters
 from worker.faults.harness import enrich, start_worker, stop_worker, wait_until
 from worker.producer import publish
@@ -41,10 +41,10 @@ def run(*args: str, input: str | None = None):
     return CliRunner().invoke(dlq.dlq, list(args), input=input, catch_exceptions=False)
 
 
-def add(letters: DeadLetters, *, article_id="art-1", task="enrich.entities",
-        reason="internal", payload=None) -> dict:
-    record = deadletter.entry(article_id=article_id, task=task, task_id="t-" + article_id,
-                              reason=reason, error=f"{reason} happened",
+def add(letters: DeadLetters, *, article_id="art-1", stage="entities",
+        reason="internal", payload=None, task="enrich.article") -> dict:
+    record = deadletter.entry(article_id=article_id, task=task, stage=stage,
+                              task_id="t-" + article_id, reason=reason, error=f"{reason} happened",
                               payload=CLEANED if payload is None else payload)
     letters.add(record)
     return record
@@ -59,14 +59,14 @@ def add_malformed(letters: DeadLetters) -> dict:
     return record
 
 
-def queued_tasks(redis_client, queue: str) -> list[tuple[str, list[str], object]]:
-    """(task, names of the rest of the chain, first argument) of each queued message."""
+def queued_tasks(redis_client, queue: str) -> list[tuple[str, str, object]]:
+    """(task, stage it starts at, first argument) of each queued message."""
     found = []
     for raw in redis_client.lrange(queue, 0, -1):
         message = json.loads(raw)
-        args, _kwargs, embed = json.loads(base64.b64decode(message["body"]))
-        rest = [sig["task"] for sig in reversed(embed.get("chain") or [])]
-        found.append((message["headers"]["task"], rest, args[0]))
+        args, kwargs, embed = json.loads(base64.b64decode(message["body"]))
+        assert not embed.get("chain"), "one message per article, no chain"
+        found.append((message["headers"]["task"], kwargs.get("start", "clean"), args[0]))
     return found
 
 
@@ -109,29 +109,39 @@ def test_show_refuses_an_ambiguous_or_unknown_id(letters):
     assert run("show", "nope").exit_code == 1
 
 
-def test_replay_sends_the_failed_task_and_the_rest_of_the_chain_then_removes_it(
+def test_replay_sends_the_payload_to_the_stage_it_failed_at_then_removes_it(
     letters, settings, redis_client
 ):
+    """Replay = one article task starting at the failed stage with that stage's input."""
     keep = add(letters, article_id="other")
     record = add(letters)
     result = run("replay", record["entry_id"])
     assert result.exit_code == 0, result.output
     assert "replayed 1, not replayed 0" in result.output
-    assert queued_tasks(redis_client, settings.queue) == [
-        ("enrich.entities", ["enrich.dedupe", "enrich.store"], CLEANED)]
+    assert queued_tasks(redis_client, settings.queue) == [("enrich.article", "entities", CLEANED)]
     assert [e["entry_id"] for e in letters.list()] == [keep["entry_id"]]
 
 
 def test_replay_from_clean_and_from_store(letters, settings, redis_client):
+    """A raw article starts at clean (no start argument at all); a document at the store."""
     raw = {"id": "raw-1", "text": "Some text."}
-    add(letters, article_id="raw-1", task="enrich.clean", reason="invalid_article", payload=raw)
-    add(letters, article_id="doc-1", task="enrich.store", reason="store_unavailable")
+    add(letters, article_id="raw-1", stage="clean", reason="invalid_article", payload=raw)
+    add(letters, article_id="doc-1", stage="store", reason="store_unavailable")
     assert run("replay", "--all").exit_code == 0
     assert sorted(queued_tasks(redis_client, settings.queue)) == sorted([
-        ("enrich.clean", ["enrich.language", "enrich.entities", "enrich.dedupe", "enrich.store"],
-         raw),
-        ("enrich.store", [], CLEANED)])
+        ("enrich.article", "clean", raw), ("enrich.article", "store", CLEANED)])
     assert letters.count() == 0
+
+
+def test_entry_from_a_per_stage_task_replays_from_that_stage(letters, settings, redis_client):
+    """Entries written when each stage was its own task (task enrich.dedupe, no stage field)
+    replay from that stage."""
+    record = deadletter.entry(article_id="old", task="enrich.dedupe", reason="internal",
+                              error="boom", payload=CLEANED)
+    del record["stage"]
+    letters.add(record)
+    assert run("replay", "old").exit_code == 0
+    assert queued_tasks(redis_client, settings.queue) == [("enrich.article", "dedupe", CLEANED)]
 
 
 def test_malformed_message_cannot_be_replayed_and_stays(letters, settings, redis_client):
@@ -145,7 +155,8 @@ def test_malformed_message_cannot_be_replayed_and_stays(letters, settings, redis
 
 def test_entry_whose_payload_was_not_kept_cannot_be_replayed(letters):
     huge = {"id": "big", "text": "x" * 1_100_000}
-    record = deadletter.entry(article_id="big", task="enrich.language", reason="internal",
+    record = deadletter.entry(article_id="big", task="enrich.article", stage="language",
+                              reason="internal",
                               error="boom", payload=huge)
     assert record["payload"] is None
     letters.add(record)
@@ -170,11 +181,10 @@ def test_replay_all_skips_what_cannot_be_replayed(letters, settings, redis_clien
 def test_failed_send_keeps_the_entry(letters, monkeypatch):
     add(letters)
 
-    class Broken:
-        def apply_async(self, **_):
-            raise OperationalError("Error 111 connecting to redis://:hunter2@broker:6379")
+    def broken(*_, **__):
+        raise OperationalError("Error 111 connecting to redis://:hunter2@broker:6379")
 
-    monkeypatch.setattr(dlq, "chain_from", lambda *a: Broken())
+    monkeypatch.setattr(producer, "send_article", broken)
     result = run("replay", "art-1")
     assert result.exit_code == 1
     assert "sending failed, entry kept" in result.stderr
@@ -230,7 +240,7 @@ def test_store_outage_dead_letters_then_replay_stores_them(tmp_path, settings_fo
     finally:
         stop_worker(worker)
     assert {e["reason"] for e in letters.list()} == {"store_unavailable"}
-    assert {e["task"] for e in letters.list()} == {"enrich.store"}
+    assert {(e["task"], e["stage"]) for e in letters.list()} == {("enrich.article", "store")}
     listed = enrich("dlq", "list", settings=good)
     assert listed.returncode == 0 and b"store_unavailable" in listed.stdout
     replayed = enrich("dlq", "replay", "--all", settings=good)

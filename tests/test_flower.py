@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import settings_env
-from worker.app import TASK_NAMES
+from worker.app import ARTICLE_TASK, CHAIN
 from worker.flower import (
     CONF_FILE,
     EXIT_INSECURE,
@@ -229,12 +229,13 @@ def test_flower_shows_worker_and_every_stage_with_auth(settings_for, tmp_path):
             assert _get(base + path)[0] == 401, path
         assert _get(f"{base}/api/workers", "ops:wrong-password")[0] == 401
         # Read-only: no task submission through Flower (it would skip the producer's checks).
-        assert _get(f"{base}/api/task/async-apply/enrich.clean", credentials, data=b"{}")[0] == 403
+        assert _get(f"{base}/api/task/async-apply/enrich.article", credentials, data=b"{}")[0] == 403
 
         report = publish(ARTICLES, settings=settings)
         assert sorted(report.published) == sorted(a["id"] for a in ARTICLES)
 
-        expected = {name: 2 for name in TASK_NAMES.values()}
+        # One message per article; every stage listed as a task of its own (stage events).
+        expected = {name: 2 for name in (ARTICLE_TASK, *(f"enrich.{s}" for s in CHAIN))}
 
         def every_stage_succeeded():
             status, body = _get(f"{base}/api/tasks?workername={hostname}", credentials)

@@ -9,6 +9,7 @@ from worker.stages.cleaning import clean
 from worker.stages.language import (
     LanguageDetector,
     _strike_foreign_letters,
+    _weigh_markers,
     iso639_1,
     sample,
 )
@@ -138,11 +139,64 @@ def test_ukrainian_is_not_handed_to_kazakh_by_shared_letters(detector):
 
 def test_letters_a_language_never_writes_strike_it(detector):
     """й, ы, я are in no Macedonian or Serbian word: lingua's Macedonian answer for this
-    Russian line is struck. Urdu's ے and ں strike Persian and Arabic."""
+    Russian line is struck. Urdu's ے, ں and ہ strike Persian and Arabic; Persian's ی and ک
+    strike Arabic, and its ه strikes Urdu."""
     assert detector.detect("Милый мой, ты у меня в груди.")["code"] == "ru"
     found = [("fa", 0.6), ("ur", 0.3), ("ar", 0.1)]
     assert _strike_foreign_letters(found, "یہ کتاب میری ہے") == [("ur", 1.0)]
-    assert _strike_foreign_letters(found, "این کتاب من است") == found
+    assert _strike_foreign_letters(found, "این کتاب من است") == [
+        ("fa", round(0.6 / 0.9, 10)), ("ur", round(0.3 / 0.9, 10))]
+    assert _strike_foreign_letters(found, "این خانه بزرگ است") == [("fa", 1.0)]
+    arabic = [("ar", 0.5), ("fa", 0.5)]
+    assert _strike_foreign_letters(arabic, "هذا الكتاب لي") == arabic  # nothing foreign to either
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("Tko je tijekom tjedna pročitao tu knjigu?", "hr"),
+     ("Ko je tokom sedmice pročitao tu knjigu?", "bs"),
+     ("मैंने कल बाज़ार से फल खरीदे और घर आ गया।", "hi"),
+     ("मी काल बाजारातून फळे आणली आणि घरी आलो.", "mr"),
+     ("Eg veit ikkje kvar bussen går frå.", "nn"),
+     ("Jeg vet ikke hvor bussen går fra.", "nb"),
+     ("Jeg ved ikke, hvor bussen kører fra.", "da"),
+     ("Ndiyabulela kakhulu ngoncedo lwakho namhlanje.", "xh"),
+     ("Ngiyabonga kakhulu ngosizo lwakho namuhla.", "zu"),
+     ("Ek weet nie waar die bus vandag vertrek nie.", "af"),
+     ("Ik weet niet waar de bus vandaag vertrekt.", "nl")],
+    ids=["hr", "bs", "hi", "mr", "nn", "nb", "da", "xh", "zu", "af", "nl"],
+)
+def test_close_neighbours_told_apart(detector, text, code):
+    """Sentences of languages lingua's trigrams confuse rank their own language first, and
+    the answer is that language or, under the confidence bar, und: never the neighbour."""
+    assert detector.probabilities(text)[0][0] == code
+    assert detector.detect(text)["code"] in (code, "und")
+
+
+def test_marker_words_decide_within_a_group():
+    """A marker word of the runner-up outweighs the model's preference within its group;
+    languages outside the group keep their share of the renormalised confidence."""
+    found = [("hr", 0.9), ("bs", 0.09), ("sl", 0.01)]
+    weighed = _weigh_markers(found, "Ko je to rekao?")
+    assert [code for code, _ in weighed] == ["bs", "hr", "sl"]
+    assert sum(value for _, value in weighed) == pytest.approx(1.0)
+
+
+def test_markers_change_nothing_without_evidence():
+    """No marker word, as many markers for each language, or a top candidate outside any
+    group: the confidences stay as the model gave them."""
+    found = [("hr", 0.9), ("bs", 0.1)]
+    assert _weigh_markers(found, "Je li pročitao knjigu?") == found
+    assert _weigh_markers(found, "Tko je to rekao tokom dana?") == found
+    assert _weigh_markers([("en", 0.9), ("bs", 0.1)], "Ko je to?") == [("en", 0.9), ("bs", 0.1)]
+
+
+def test_markers_match_whole_words_stems_and_endings():
+    """An entry matches a whole word ("ko" not inside "kosa"), a stem ("povijes-"), or the
+    ending of a longer word (Marathi "-च्या")."""
+    assert _weigh_markers([("hr", 0.6), ("bs", 0.4)], "Kosa je duga.") == [("hr", 0.6), ("bs", 0.4)]
+    assert _weigh_markers([("bs", 0.6), ("hr", 0.4)], "Povijesni dan.")[0][0] == "hr"
+    assert _weigh_markers([("hi", 0.6), ("mr", 0.4)], "भारताच्या राजधानी")[0][0] == "mr"
 
 
 def test_a_quoted_foreign_line_strikes_nothing_in_a_long_text():
@@ -162,10 +216,11 @@ def test_single_words_abstain_unless_sure(detector):
     assert detector.detect("ქალაქი")["code"] == "ka"
 
 
-def test_word_pairs_are_answered(detector):
-    """Two words are enough to answer (no 20-letter minimum any more)."""
+def test_word_pairs_are_answered_when_sure(detector):
+    """Two words are enough to answer (no letter minimum) when the model is sure; a pair
+    in a script several languages share ranks its language first."""
     assert detector.detect("Bürgermeister Brücke")["code"] == "de"
-    assert detector.detect("городской совет")["code"] == "ru"
+    assert detector.probabilities("городской совет")[0][0] == "ru"
 
 
 def test_no_letters_is_undetermined(detector):
@@ -235,7 +290,7 @@ def test_decided_head_needs_no_second_pass():
 
 def test_short_text_single_pass():
     """A text no longer than the head is decided in one pass over all languages."""
-    d = TwoPass([("es", 0.6), ("pt", 0.4)], [("pt", 1.0)])
+    d = TwoPass([("es", 0.9), ("pt", 0.1)], [("pt", 1.0)])
     assert d.detect("palabra corta")["code"] == "es"
     assert len(d.calls) == 1
 
@@ -247,13 +302,17 @@ def test_low_confidence_is_undetermined(scripted):
     assert result == {"code": "und", "confidence": 0.15, "method": "low_confidence"}
 
 
-def test_single_word_needs_more_confidence(scripted):
-    """The same confidence answers for two words and abstains for one."""
-    detector = scripted([("de", 0.6), ("nl", 0.3)])
-    assert detector.detect("Haus Garten")["code"] == "de"
-    assert detector.detect("Haus") == {"code": "und", "confidence": 0.6,
+def test_one_or_two_words_have_their_own_bar(scripted, monkeypatch):
+    """word_min_confidence holds texts of one or two words, min_confidence longer ones
+    (here 0.8 and 0.7; both default to 0.9)."""
+    detector = scripted([("de", 0.75), ("nl", 0.25)])
+    monkeypatch.setattr(detector, "min_confidence", 0.7)
+    monkeypatch.setattr(detector, "word_min_confidence", 0.8)
+    assert detector.detect("Haus Garten Baum")["code"] == "de"
+    assert detector.detect("Haus Garten")["code"] == "und"
+    assert detector.detect("Haus") == {"code": "und", "confidence": 0.75,
                                        "method": "low_confidence"}
-    assert scripted([("de", 0.9)]).detect("Haus")["code"] == "de"
+    assert scripted([("de", 0.85), ("nl", 0.15)]).detect("Haus")["code"] == "de"
 
 
 def test_no_candidates_is_undetermined(scripted):

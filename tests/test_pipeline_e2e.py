@@ -80,7 +80,7 @@ def test_publish_enrich_store_in_postgres_with_dedupe_and_dead_letters(
         assert f"{bad}:2: bad_json" in errors
 
         # Another producer bypasses validation; and someone pushes garbage on the queue key.
-        create_app(settings).send_task("enrich.clean", args=[{"id": "sneaky", "body": "x"}],
+        create_app(settings).send_task("enrich.article", args=[{"id": "sneaky", "body": "x"}],
                                        queue=settings.queue)
         redis_client.lpush(settings.queue, b"\x80 definitely not a message")
         dead = DeadLetters(redis_client, settings.dead_letter_key)

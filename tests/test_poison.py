@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 from celery.exceptions import Ignore
+from kombu.clocks import LamportClock
 
 from worker import tasks
 from worker.app import celery_config
@@ -68,8 +69,12 @@ def task_env(settings_for, monkeypatch):
         for task_id in ("task-1", "task-2") for retries in (0, 1)))
 
 
-def fake_task(task_id: str = "task-1", retries: int = 0, name: str = "enrich.clean"):
-    return SimpleNamespace(name=name, request=SimpleNamespace(id=task_id, retries=retries))
+def fake_task(task_id: str = "task-1", retries: int = 0, name: str = "enrich.article"):
+    """Just what the delivery counter and the stage loop read of a Celery task (no events)."""
+    app = SimpleNamespace(clock=LamportClock(),
+                          conf=SimpleNamespace(worker_send_task_events=False))
+    request = SimpleNamespace(id=task_id, retries=retries, root_id=None, hostname="test@host")
+    return SimpleNamespace(name=name, app=app, request=request)
 
 
 def test_deliveries_counted_per_task_and_retry_with_a_ttl(task_env):
@@ -89,7 +94,7 @@ def test_message_over_the_limit_is_dead_lettered_without_running(task_env, monke
     monkeypatch.setattr(tasks, "_execute", lambda *a: pytest.fail("a poison message ran"))
     payload = {"id": "p1", "text": "x"}
     with pytest.raises(Ignore):
-        tasks._run(fake_task(), "clean", payload)
+        tasks._run(fake_task(), payload, "clean")
     (entry,) = resources.dead_letters.list()
     assert entry["reason"] == "too_many_deliveries"
     assert entry["deliveries"] == 4 and entry["id"] == "p1" and entry["payload"] == payload
@@ -99,8 +104,10 @@ def test_message_over_the_limit_is_dead_lettered_without_running(task_env, monke
 def test_message_at_the_limit_still_runs(task_env, monkeypatch):
     settings, resources = task_env
     resources.broker_redis.set(tasks.delivery_key(settings.key_prefix, "task-1", 0), 2)
-    monkeypatch.setattr(tasks, "_execute", lambda stage, payload: {"ran": stage})
-    assert tasks._run(fake_task(), "clean", {"id": "p1"}) == {"ran": "clean"}
+    ran = []
+    monkeypatch.setattr(tasks, "_execute", lambda stage, doc: ran.append(stage) or doc)
+    assert tasks._run(fake_task(), {"id": "p1"}, "clean") is None
+    assert ran == ["clean", "language", "entities", "dedupe", "store"]
     assert resources.dead_letters.count() == 0
 
 
@@ -156,7 +163,8 @@ def test_article_that_kills_its_process_is_dead_lettered_after_max_deliveries(
         wait_until(lambda: store.count() == 2, 90, what=f"the others stored (log {log})")
         (entry,) = dead.list()
         assert entry["reason"] == "too_many_deliveries"
-        assert entry["id"] == "poison" and entry["task"] == "enrich.clean"
+        assert entry["id"] == "poison" and entry["task"] == "enrich.article"
+        assert entry["stage"] == "clean"  # the message's start: replay runs every stage
         assert entry["deliveries"] == 4
         assert entry["payload"]["text"] == TOPICS[1]
         assert store.get("poison") is None
@@ -191,9 +199,10 @@ def test_hung_task_is_killed_by_the_time_limit_and_dead_lettered(tmp_path, setti
         wait_until(lambda: dead.count() == 1, 90,
                    what=f"the hung article dead-lettered (log {log})")
         (entry,) = dead.list()
-        assert (entry["id"], entry["task"], entry["reason"], entry["deliveries"]) == (
-            "hangs", "enrich.language", "too_many_deliveries", 3)
-        assert entry["payload"]["text"] == TOPICS[3]  # the cleaned document: replayable
+        assert (entry["id"], entry["task"], entry["stage"], entry["reason"],
+                entry["deliveries"]) == ("hangs", "enrich.article", "clean",
+                                         "too_many_deliveries", 3)
+        assert entry["payload"]["text"] == TOPICS[3]  # the message's raw article: replayable
         assert len(fault_events(log, "hangs")) == 2
         assert any("Hard time limit (3s) exceeded" in e.get("event", "")
                    for e in log_events(log))

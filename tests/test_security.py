@@ -173,7 +173,7 @@ def test_tls_broker_is_verified_for_real(tls_redis, settings_for):
     with app.connection_for_read() as connection:
         assert type(connection.transport).__module__ == "worker.transport"
         message = connection.SimpleQueue(trusted.queue).get(timeout=10)
-        assert message.headers["task"] == "enrich.clean"
+        assert message.headers["task"] == "enrich.article"
         message.ack()
 
     untrusted = settings_for(broker_url=f"rediss://127.0.0.1:{port}/0")
@@ -226,7 +226,7 @@ def test_passwords_never_appear_in_status_logs_or_dead_letters(
     try:
         publish([{"id": "secret-1", "text": "The store for this one is down."}],
                 settings=settings)
-        create_app(settings).send_task("enrich.clean", args=[{"id": "bad", "body": 1}],
+        create_app(settings).send_task("enrich.article", args=[{"id": "bad", "body": 1}],
                                        queue=settings.queue)
         client.lpush(settings.queue, b"garbage for the queue")
         wait_until(lambda: client.llen(settings.dead_letter_key) == 3, 90,

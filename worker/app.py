@@ -1,7 +1,7 @@
 """The Celery application: `celery -A worker.app worker` (or `enrich worker`).
 
 Importing this module is cheap (no models, no stages): the producer uses it to send the
-chain by task name. The worker imports worker.tasks through `include`.
+article task by name. The worker imports worker.tasks through `include`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from celery import Celery
 from worker.errors import ConfigurationError
 from worker.settings import Settings, get_settings, redact_url
 
-TASK_NAMES = {
-    "clean": "enrich.clean",
-    "language": "enrich.language",
-    "entities": "enrich.entities",
-    "dedupe": "enrich.dedupe",
-    "store": "enrich.store",
-}
+# One task per article (worker/tasks.py); each stage is shown in Flower under its own name
+# (enrich.clean ... enrich.store, worker/stage_events.py).
+ARTICLE_TASK = "enrich.article"
 CHAIN = ("clean", "language", "entities", "dedupe", "store")
 
 
@@ -126,8 +122,8 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Publishing the chain's next step must outlast a Redis restart: with the default
-        # policy (3 quick tries) the finished task failed, was acked, and its article lost.
+        # A retry's publish must outlast a Redis restart: with the default policy (3 quick
+        # tries) a 5-task chain lost an article whose finished step could not publish the next.
         "task_publish_retry": True,
         # Keep running tasks when the broker connection drops (their ack is replayed by the
         # visibility timeout if it cannot be sent; stores are idempotent).
@@ -137,9 +133,12 @@ def celery_config(settings: Settings) -> dict:
         },
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
-        # Flower and `celery events` see every task.
+        # Flower and `celery events` see every task from the moment a worker receives it. No
+        # task-sent event from producers: one more Redis PUBLISH per article, and Flower would
+        # keep a PENDING entry for every queued article; the backlog is the queue depth
+        # (enrich_queue_depth, Flower's Broker tab).
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "task_track_started": True,
         # Logging is ours (structlog); Celery's records go through the same processors.
         "worker_hijack_root_logger": False,

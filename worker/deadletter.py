@@ -1,8 +1,8 @@
 """Dead letters: a Redis list of what could not be enriched, each with its reason.
 
 An entry keeps the stage it failed at and that stage's input, so it can be read and
-replayed from there (`enrich dlq`, worker/dlq.py): {"entry_id", "id", "task", "task_id",
-"reason", "error", "attempts", "deliveries", "at", "payload"}. `entry_id` names one entry
+replayed from there (`enrich dlq`, worker/dlq.py): {"entry_id", "id", "task", "stage",
+"task_id", "reason", "error", "attempts", "deliveries", "at", "payload"}. `entry_id` names one entry
 (an article can be dead-lettered more than once); `deliveries` is set when the delivery
 counter knew it.
 """
@@ -26,6 +26,7 @@ def new_entry_id() -> str:
 
 def entry(
     *, article_id: str | None, task: str, reason: str, error: str, payload: Any,
+    stage: str | None = None,
     task_id: str | None = None, attempts: int = 1, deliveries: int | None = None,
 ) -> dict[str, Any]:
     body = json.dumps(payload, ensure_ascii=False, default=repr)
@@ -33,6 +34,7 @@ def entry(
         "entry_id": new_entry_id(),
         "id": article_id,
         "task": task,
+        "stage": stage,
         "task_id": task_id,
         "reason": reason,
         "error": error[:2000],

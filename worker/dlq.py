@@ -8,9 +8,9 @@
 ID is an entry's `entry_id` (shown by `list`), or an article id when only one entry has
 it, or `#N` (position in `list`) for entries written before entries had ids.
 
-Replay re-sends the entry's payload to the task it failed at, with the rest of the chain
-after it (clean -> ... -> store), and removes the entry only after the broker took the
-message (a failed send leaves it in place). Entries without a payload cannot be replayed:
+Replay re-sends the entry's payload as an article task starting at the stage it failed at
+(that stage's input; the stages after it follow, up to the store), and removes the entry
+only after the broker took the message (a failed send leaves it in place). Entries without a payload cannot be replayed:
 `malformed_message` items (not a Celery message at all: there is nothing to re-send; the
 first 2,000 characters are kept in `payload_truncated` to read) and payloads over 1 MB.
 Cheap to import: Celery is imported only to replay.
@@ -34,8 +34,9 @@ from worker.settings import Settings, get_settings, redact_url
 EXIT_PARTIAL = 1  # something asked for was not found or not replayable
 EXIT_UNAVAILABLE = 2  # Redis unreachable or configuration refused
 
-_STAGE_OF_TASK = {f"enrich.{stage}": stage
-                  for stage in ("clean", "language", "entities", "dedupe", "store")}
+_STAGES = ("clean", "language", "entities", "dedupe", "store")  # worker.app.CHAIN (cheap here)
+# Entries written when every stage was a task of its own name their stage by the task.
+_STAGE_OF_TASK = {f"enrich.{stage}": stage for stage in _STAGES}
 
 
 class NotReplayable(Exception):
@@ -54,7 +55,8 @@ class Entry:
 
     @property
     def stage(self) -> str | None:
-        return _STAGE_OF_TASK.get(self.record.get("task") or "")
+        stage = self.record.get("stage") or _STAGE_OF_TASK.get(self.record.get("task") or "")
+        return stage if stage in _STAGES else None
 
     def why_not_replayable(self) -> str | None:
         record = self.record
@@ -62,7 +64,7 @@ class Entry:
             return ("malformed message: it was not a Celery message, so there is no payload "
                     "or task to re-send (read it with `enrich dlq show`, then purge it)")
         if self.stage is None:
-            return f"unknown task {record.get('task')!r}"
+            return f"unknown stage {record.get('stage')!r} of task {record.get('task')!r}"
         if record.get("payload") is None:
             return "the payload was not kept (over 1 MB); only payload_truncated remains"
         return None
@@ -119,35 +121,21 @@ def resolve(entries: list[Entry], ref: str) -> Entry:
     raise LookupError(f"{ref}: no such dead letter")
 
 
-def chain_from(celery_app, stage: str, payload: Any, queue: str):
-    """The chain from `stage` to the end, its first task given `payload` (as chain_for)."""
-    from celery import chain
-
-    from worker.app import CHAIN, TASK_NAMES
-
-    first, *rest = (TASK_NAMES[name] for name in CHAIN[CHAIN.index(stage):])
-    return chain(
-        celery_app.signature(first, args=(payload,), queue=queue),
-        *(celery_app.signature(name, queue=queue) for name in rest),
-    )
-
-
 def replay(entry: Entry, celery_app, letters: DeadLetters, settings: Settings) -> str:
-    """Send the entry's payload again; remove the entry once sent. Returns the new chain id."""
+    """Send the entry's payload again; remove the entry once sent. Returns the new task id."""
+    from worker.producer import send_article
+
     why = entry.why_not_replayable()
     if why:
         raise NotReplayable(why)
-    result = chain_from(celery_app, entry.stage, entry.record["payload"], settings.queue
-                        ).apply_async(retry=True, retry_policy={
-                            "max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
-                            "interval_max": 1})
+    result = send_article(celery_app, entry.record["payload"], settings.queue,
+                          start=entry.stage, retry_policy={
+                              "max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
+                              "interval_max": 1})
     if not letters.remove(entry.raw):
         click.echo(f"warning: {entry.ref} was sent, but was no longer in the list "
                    "(replayed or purged by someone else at the same time?)", err=True)
-    root = result
-    while getattr(root, "parent", None) is not None:
-        root = root.parent
-    return root.id
+    return result.id
 
 
 def _one_line(entry: Entry) -> str:
@@ -221,7 +209,7 @@ def show_command(ref: str) -> None:
 @click.option("--all", "replay_all", is_flag=True, help="Every replayable entry.")
 @click.option("--reason", default=None, help="With --all: only entries with this reason.")
 def replay_command(refs: tuple[str, ...], replay_all: bool, reason: str | None) -> None:
-    """Re-send entries to the stage they failed at (and the rest of the chain after it)."""
+    """Re-send entries to the stage they failed at (the stages after it follow)."""
     if bool(refs) == replay_all:
         raise click.UsageError("give entry ids, or --all (not both)")
     if reason and not replay_all:
@@ -260,7 +248,7 @@ def replay_command(refs: tuple[str, ...], replay_all: bool, reason: str | None) 
     for entry in chosen:
         what = f"{entry.ref} ({entry.record.get('id') or 'no article id'})"
         try:
-            root_id = replay(entry, celery_app, letters, settings)
+            task_id = replay(entry, celery_app, letters, settings)
         except NotReplayable as exc:
             click.echo(f"not replayed: {what}: {exc}", err=True)
             problems += 1
@@ -270,7 +258,7 @@ def replay_command(refs: tuple[str, ...], replay_all: bool, reason: str | None) 
             problems += 1
         else:
             replayed += 1
-            click.echo(f"replayed {what} from {entry.stage} as chain {root_id}")
+            click.echo(f"replayed {what} from {entry.stage} as task {task_id}")
     click.echo(f"replayed {replayed:,}, not replayed {problems:,}")
     sys.exit(EXIT_PARTIAL if problems else 0)
 

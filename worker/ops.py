@@ -9,7 +9,7 @@ Metrics (prefix `enrich_`):
   enrich_duplicates_total                      counter   documents found duplicate
   enrich_dead_letters_total{reason}            counter   dead-lettered, any reason
   enrich_articles_rejected_total{reason}       counter   dead-lettered as bad input
-  enrich_stage_duration_seconds{stage}         histogram time in each task
+  enrich_stage_duration_seconds{stage}         histogram time of each completed stage
   enrich_queue_depth                           gauge     waiting + reserved (unacked)
   enrich_dead_letter_list_length               gauge     entries in the dead-letter list
 
@@ -50,10 +50,8 @@ ENRICHED = Counter("enrich_articles_enriched_total", "Documents stored.")
 DUPLICATES = Counter("enrich_duplicates_total", "Documents found to duplicate an earlier one.")
 DEAD_LETTERS = Counter("enrich_dead_letters_total", "Messages dead-lettered.", ["reason"])
 REJECTED = Counter("enrich_articles_rejected_total", "Bad input dead-lettered.", ["reason"])
-STAGE_SECONDS = Histogram("enrich_stage_duration_seconds", "Time in each stage task.",
+STAGE_SECONDS = Histogram("enrich_stage_duration_seconds", "Time in each stage.",
                           ["stage"], buckets=_BUCKETS)
-
-_started: dict[str, float] = {}
 
 
 def record_dead_letter(reason: str) -> None:
@@ -62,26 +60,14 @@ def record_dead_letter(reason: str) -> None:
         REJECTED.labels(reason=reason).inc()
 
 
-@signals.task_prerun.connect
-def _task_started(task_id: str, **_: Any) -> None:
-    _started[task_id] = time.perf_counter()
+def record_stage(stage: str, seconds: float) -> None:
+    STAGE_SECONDS.labels(stage=stage).observe(seconds)
 
 
-@signals.task_postrun.connect
-def _task_finished(task_id: str, task, **_: Any) -> None:
-    started = _started.pop(task_id, None)
-    if started is not None:
-        STAGE_SECONDS.labels(stage=task.name.removeprefix("enrich.")).observe(
-            time.perf_counter() - started)
-
-
-@signals.task_success.connect
-def _task_succeeded(sender, result=None, **_: Any) -> None:
-    if sender.name == "enrich.store":
-        ENRICHED.inc()
-    elif sender.name == "enrich.dedupe" and isinstance(result, dict):
-        if (result.get("dedupe") or {}).get("duplicate_of"):
-            DUPLICATES.inc()
+def record_stored(document: dict[str, Any]) -> None:
+    ENRICHED.inc()
+    if (document.get("dedupe") or {}).get("duplicate_of"):
+        DUPLICATES.inc()
 
 
 @signals.worker_process_shutdown.connect

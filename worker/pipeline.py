@@ -3,14 +3,14 @@
 Order: clean -> language -> entities -> dedupe -> store.
 - Cleaning comes first: language detection on markup or boilerplate ("Advertisement",
   menus, cookie lines) is worse than on the clean text, and every later stage wants clean
-  text, not 38 KB of HTML. After it the raw HTML is gone from the message.
+  text, not 38 KB of HTML. After it the raw HTML is gone from the document.
 - Language before entities: it picks the spaCy model.
 - Dedupe after cleaning, on the clean text, so one site's shared boilerplate never makes
   two stories look alike. It runs last of the stages so a failure in tagging never leaves
   an article indexed as canonical without a stored document to point to.
 
-The same Pipeline object serves the Celery tasks (one stage per task) and embedded mode
-(all stages in process).
+The same Pipeline object serves the Celery task (stage by stage, so a failure names its
+stage and a retry resumes there) and embedded mode (Pipeline.process).
 """
 
 from __future__ import annotations

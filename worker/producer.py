@@ -1,4 +1,4 @@
-"""Publishing articles: validate against raw article v1, then send one chain per article.
+"""Publishing articles: validate against raw article v1, then send one message per article.
 
     from worker.producer import publish
     report = publish([{"url": "https://...", "text": "..."}])
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from celery import Celery, chain
+from celery import Celery
 
-from worker.app import CHAIN, TASK_NAMES, create_app
+from worker.app import ARTICLE_TASK, create_app
 from worker.contracts import validate_raw
 from worker.errors import EnrichError, InvalidArticle
 from worker.settings import Settings, get_settings, redact_url
@@ -225,12 +225,13 @@ def read_inputs(
 
 
 # --- publishing ------------------------------------------------------------------------------
-def chain_for(celery_app: Celery, article: dict[str, Any], queue: str):
-    first, *rest = (TASK_NAMES[name] for name in CHAIN)
-    return chain(
-        celery_app.signature(first, args=(article,), queue=queue),
-        *(celery_app.signature(name, queue=queue) for name in rest),
-    )
+def send_article(celery_app: Celery, payload: Any, queue: str, *, start: str = "clean",
+                 retry_policy: dict[str, Any] | None = None):
+    """One message per article: the enrich.article task, which runs every stage from `start`
+    (the raw article at clean; a dead letter's payload at the stage it failed at)."""
+    kwargs = {} if start == "clean" else {"start": start}
+    return celery_app.send_task(ARTICLE_TASK, args=(payload,), kwargs=kwargs, queue=queue,
+                                retry=True, retry_policy=retry_policy)
 
 
 def check_broker(celery_app: Celery, settings: Settings) -> None:
@@ -273,7 +274,7 @@ def publish(
                                                  rid if isinstance(rid, str) else None))
             else:
                 try:
-                    chain_for(celery_app, article, settings.queue).apply_async()
+                    send_article(celery_app, article, settings.queue)
                 except Exception as exc:
                     error = ConnectionError(f"publishing failed at {where}: {exc}")
                     error.report = report  # type: ignore[attr-defined]

@@ -44,8 +44,8 @@ from worker.settings import get_settings
 
 _ACCEPTED_CONTENT = {"application/json"}
 _OUR_TASK_PREFIX = "enrich."
-_OUR_TASKS = frozenset(f"enrich.{stage}" for stage in ("clean", "language", "entities",
-                                                       "dedupe", "store"))
+_OUR_TASKS = frozenset({"enrich.article"})
+_STAGES = ("clean", "language", "entities", "dedupe", "store")
 
 
 def problem_with(item: bytes) -> tuple[dict[str, Any] | None, str | None]:
@@ -94,9 +94,12 @@ def _problem_with_task(envelope: dict[str, Any], properties: dict[str, Any]) -> 
             and isinstance(decoded[1], dict) and isinstance(decoded[2], dict)):
         return "body is not a Celery task body [args, kwargs, embed]"
     args, kwargs, _ = decoded
-    if len(args) != 1 or kwargs:
-        return (f"{task} takes one argument (the article or document), got {len(args)} "
-                f"positional and {len(kwargs)} keyword; nothing was executed")
+    if len(args) != 1 or set(kwargs) - {"start"}:
+        return (f"{task} takes one argument (the article or document) and optionally start=, "
+                f"got {len(args)} positional and keyword {sorted(kwargs)[:5]}; nothing was "
+                "executed")
+    if kwargs.get("start", "clean") not in _STAGES:
+        return f"{task}: start must be one of {', '.join(_STAGES)}; nothing was executed"
     return None
 
 

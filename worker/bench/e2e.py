@@ -35,10 +35,11 @@ from urllib.parse import quote
 from worker.bench import proc
 from worker.bench.corpus import Corpus
 from worker.bench.redisstats import Monitor, PrivateRedis, delta
+from worker.bench.taskwatch import TaskWatch
 from worker.settings import get_settings
 
 STAGE_TASKS = ("enrich.clean", "enrich.language", "enrich.entities", "enrich.dedupe",
-               "enrich.store")
+               "enrich.store")  # what Flower must list for every article (stage events)
 
 
 class BenchError(RuntimeError):
@@ -90,6 +91,7 @@ class EndToEnd:
         open_store(self.settings.store_url).close()  # the documents table, before any worker
         self._conn = psycopg.connect(self.settings.store_url, autocommit=True)
         self.app = create_app(self.settings)  # publishing and control, as the project does
+        self.watch = TaskWatch(self.app).__enter__()  # before the worker sends anything
         env = dict(os.environ)
         for name in ("broker_url", "redis_url", "store_url", "queue", "key_prefix", "log_format"):
             env[f"ENRICH_{name.upper()}"] = str(getattr(self.settings, name))
@@ -112,6 +114,8 @@ class EndToEnd:
             time.sleep(0.1)
 
     def stop(self) -> None:
+        if getattr(self, "watch", None) is not None:
+            self.watch.__exit__()
         if self.worker is not None and self.worker.poll() is None:
             self.worker.send_signal(signal.SIGTERM)
             try:
@@ -229,9 +233,9 @@ class EndToEnd:
         return {r[0]: (r[1], datetime.fromisoformat(r[2]).timestamp(), r[3]) for r in rows}
 
     def task_totals(self) -> dict[str, int]:
-        """Tasks run per task name since the worker started (what Flower lists, by name)."""
-        stats = self.app.control.inspect(destination=[self.nodename], timeout=5).stats() or {}
-        return dict((stats.get(self.nodename) or {}).get("total") or {})
+        """Succeeded tasks per name since the worker started, as Flower lists them (from the
+        task events: the article task's own and one per stage)."""
+        return self.watch.succeeded()
 
     def memory(self) -> dict[str, Any]:
         pool = self.pool()

@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
 
@@ -66,6 +64,62 @@ def decide(
     return None, None
 
 
+# --- MinHash, as datasketch 2.0 computes it ----------------------------------------------------
+# Signatures are bit-identical to datasketch.MinHash(num_perm, seed=1) with its default
+# scheme (affine32: SHA-1's first 4 bytes, MurmurHash3's finalizer, then h -> a*h + b mod
+# 2^32 with odd a), and the bands to MinHashLSH's choice (tests/test_minhash.py checks
+# both against datasketch). Why not import datasketch here: its package imports
+# scipy.integrate for MinHashLSH's parameter search, about 40 MB more in every worker process
+# for code the worker never runs. datasketch stays the peer that `enrich eval` and
+# `enrich bench` measure against.
+_FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2, s3 = (np.uint32(v) for v in _FMIX32)
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    return hv ^ (hv >> s3)
+
+
+def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def minhash(values: list[bytes], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Minimum of each permutation over the values' hashes (all 2^32-1 when empty)."""
+    if not values:
+        return np.full(len(a), 0xFFFFFFFF, dtype=np.uint32)
+    hv = np.frombuffer(b"".join(hashlib.sha1(v).digest()[:4] for v in values), dtype="<u4")
+    with np.errstate(over="ignore"):
+        return (_fmix32(hv.astype(np.uint32)).reshape(-1, 1) * a + b).min(axis=0)
+
+
+def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising false positive + false negative probability, as MinHashLSH
+    does (equal weights). The integrands are polynomials of degree <= num_perm, so
+    Gauss-Legendre with num_perm // 2 + 1 nodes integrates them exactly."""
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+
+    def integral(f, lo: float, hi: float) -> float:
+        s = (hi - lo) / 2 * nodes + (hi + lo) / 2
+        return float((hi - lo) / 2 * np.dot(weights, f(s)))
+
+    best, choice = float("inf"), (0, 0)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = integral(lambda s: 1 - (1 - s ** rows) ** bands, 0.0, threshold)
+            fn = integral(lambda s: (1 - s ** rows) ** bands, threshold, 1.0)
+            if fp + fn < best:
+                best, choice = fp + fn, (bands, rows)
+    return choice
+
+
 class Deduplicator:
     """MinHash + LSH near-duplicate detection against an injected shared index."""
 
@@ -76,13 +130,12 @@ class Deduplicator:
         self.threshold = threshold
         self.num_perm = num_perm
         self.shingle_size = shingle_size
-        self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
-        self._seed_minhash = MinHash(num_perm=num_perm, seed=1)
+        self.bands, self.rows = optimal_bands(threshold, num_perm)
+        self._a, self._b = permutations(num_perm)
 
     def signature(self, text: str) -> bytes:
-        minhash = self._seed_minhash.copy()
-        minhash.update_batch(shingles(words(text), self.shingle_size))
-        return minhash.hashvalues.astype("<u4").tobytes()
+        values = minhash(shingles(words(text), self.shingle_size), self._a, self._b)
+        return values.astype("<u4").tobytes()
 
     def band_keys(self, signature: bytes) -> list[str]:
         width = self.rows * 4

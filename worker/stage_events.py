@@ -1,0 +1,86 @@
+"""Every stage of an article shown in Flower as a task of its own, from one message.
+
+The worker runs all stages of an article in one task (enrich.article, worker/tasks.py).
+Flower, `celery events` and anything else built on Celery's event protocol still list each
+stage as its own task: for every stage it ran, the article task sends the task event a real
+task of that name would have sent (task-succeeded, -failed or -retried) under the stage's
+name (enrich.clean ... enrich.store), with an id of its own, the article task as parent and
+root, and its received/started times and runtime - so Flower's task list, its per-name
+counts and its runtimes show the stages as before.
+
+Cost: all of one article's stage events go in one message, sent when the article is done
+(one Redis PUBLISH; Celery's receivers take a list of events, which is how a worker's
+main process batches its own). Monitoring only: when the broker does not take them after a
+short retry they are dropped with a warning, and the article goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from celery.events import Event, get_exchange
+from celery.utils.time import utcoffset
+
+from worker import logs
+
+log = logs.get_logger("worker.stage_events")
+
+STAGE_TASK_PREFIX = "enrich."
+_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def stage_task_name(stage: str) -> str:
+    return f"{STAGE_TASK_PREFIX}{stage}"
+
+
+class StageEvents:
+    """The stage events of one run of an article task, sent together by send()."""
+
+    def __init__(self, task: Any, article_id: str | None) -> None:
+        self.task = task
+        # Only the article's id, never its text: Flower shows it as "<hidden: article ID>".
+        self.args = repr(({"id": article_id},))
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, stage: str, outcome: str, started: float, seconds: float,
+            error: str | None = None) -> None:
+        """outcome: succeeded, failed or retried; started: wall-clock time the stage began."""
+        request = self.task.request
+        fields: dict[str, Any] = {
+            "uuid": str(uuid.uuid4()),
+            "name": stage_task_name(stage),
+            "parent_id": request.id,
+            "root_id": request.root_id or request.id,
+            "retries": request.retries or 0,
+            "args": self.args,
+            "kwargs": "{}",
+            "received": started,
+            "started": started,
+            "timestamp": started + seconds,
+        }
+        if outcome == "succeeded":
+            fields.update(runtime=seconds, result="")
+        else:
+            fields.update(exception=error or "", traceback="")
+        self.events.append(Event(f"task-{outcome}", hostname=request.hostname, pid=os.getpid(),
+                                 clock=self.task.app.clock.forward(), utcoffset=utcoffset(),
+                                 **fields))
+
+    def send(self) -> None:
+        events, self.events = self.events, []
+        app = self.task.app
+        if not events or not app.conf.worker_send_task_events:
+            return
+        try:
+            with app.producer_or_acquire() as producer:
+                exchange = get_exchange(producer.connection, name=app.conf.event_exchange)
+                producer.publish(
+                    events, exchange=exchange.name, routing_key="task.multi",
+                    declare=[exchange], serializer=app.conf.event_serializer,
+                    headers={"hostname": self.task.request.hostname}, delivery_mode=1,
+                    retry=True, retry_policy=_RETRY)
+        except Exception as exc:  # noqa: BLE001 - monitoring must never fail an article
+            log.warning("stage events not sent (Flower misses this article's stages)",
+                        error=f"{type(exc).__name__}: {exc}")
