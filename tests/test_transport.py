@@ -302,27 +302,31 @@ def test_task_of_a_sigkilled_worker_runs_on_the_other_worker(
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_a_live_workers_task_running_past_the_visibility_timeout_is_not_delivered_again(
+def test_live_workers_hold_messages_past_the_visibility_timeout_without_redelivery(
     tmp_path, settings_for, redis_url, client
 ):
-    """A task runs four visibility timeouts on a live worker while an idle second worker
-    sweeps: it runs once."""
+    """A task that runs for four visibility timeouts, then one whose retry-style countdown
+    is four visibility timeouts (held unacknowledged by the worker meanwhile): each runs
+    once, while the other worker, idle, sweeps."""
     visibility = 5
     settings = settings_for(broker_url=redis_url, visibility_timeout=visibility,
                             unacked_restore_throttle=1)
-    key = f"{settings.key_prefix}executions"
+    long_key, later_key = f"{settings.key_prefix}long", f"{settings.key_prefix}later"
     logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
     workers = {name: start_celery_worker(settings, log, name) for name, log in logs.items()}
     try:
         wait_ready(*logs.values())
-        sender(settings).send_task("transport_test.hold", args=(4 * visibility, key))
-        wait_until(lambda: any("done" in e for e in executions(client, key)), 60,
-                   what=f"the task to finish (logs {list(logs.values())})")
-        time.sleep(1)  # a second start would have been recorded long before this
-        starts = [e for e in executions(client, key) if "at" in e]
-        assert len(starts) == 1, starts
+        producer = sender(settings)
+        for key, sleep, countdown in ((long_key, 4 * visibility, None),
+                                      (later_key, 0, 4 * visibility)):
+            producer.send_task("transport_test.hold", args=(sleep, key), countdown=countdown)
+            wait_until(lambda key=key: any("done" in e for e in executions(client, key)), 60,
+                       what=f"{key} to finish (logs {list(logs.values())})")
+            time.sleep(2)  # a second copy would have run on an idle worker long before this
+            starts = [e for e in executions(client, key) if "at" in e]
+            assert len(starts) == 1, (key, starts)
     finally:
         for worker in workers.values():
             kill_group(worker)
         forget_queue(client, settings.queue)
-        client.delete(key)
+        client.delete(long_key, later_key)
