@@ -127,8 +127,8 @@ class Settings(BaseSettings):
     )
     unacked_restore_throttle: int = Field(
         5, ge=1,
-        description="How often (s) each worker sweeps messages of dead workers (unacknowledged "
-        "for longer than the visibility timeout) back onto the queue.",
+        description="How often (s) each worker sweeps messages of dead workers (not renewed for "
+        "the visibility timeout) back onto the queue.",
     )
     tls_insecure_skip_verify: bool = Field(
         False,
