@@ -82,27 +82,32 @@ def celery_config(settings: Settings) -> dict:
         # - a pool process dies under a task (SIGKILL, OOM killer, segfault, the hard time
         #   limit below): the worker rejects the message with requeue at once
         #   (task_reject_on_worker_lost) - back within 5 s (Celery notices the dead process
-        #   at once or at its 5-second pool check; measured 0.02-5.3 s), whatever the
-        #   visibility timeout, though at the back of the queue;
-        # - the whole worker dies (node lost, main process killed): its messages wait in
-        #   `unacked` until they are older than the visibility timeout, and a live worker's
-        #   sweep (every ENRICH_UNACKED_RESTORE_THROTTLE s, worker/transport.py) requeues
-        #   them: back after visibility timeout + at most the throttle.
-        # The visibility timeout is therefore NOT what brings back a killed task; it only
-        # bounds the whole-worker case, and it must exceed the longest time a healthy message
-        # stays unacknowledged, or Redis hands a running task to a second worker (FACTS.md: 3
-        # executions of one publish) and the delivery counter (worker/tasks.py) may then
-        # dead-letter a healthy article as too_many_deliveries. That longest time is the hard
-        # time limit (150 s: ~4x the ~40 s NER of a 2 MB text) plus a retry's countdown, which
-        # the worker holds unacknowledged (<= 120 s, ENRICH_RETRY_BACKOFF_MAX): 270 s < the
-        # 300 s default. Shorter visibility timeouts trade needless re-runs of long tasks for
-        # faster recovery from lost workers.
+        #   at once or at its 5-second pool check; measured 0.02-5.3 s), though at the back
+        #   of the queue;
+        # - the whole worker dies (node lost, main process killed): it stops renewing the
+        #   leases of the messages it holds (worker/transport.py re-stamps them every fifth
+        #   of the visibility timeout), and once a message's lease is older than the
+        #   visibility timeout a live worker's sweep (every ENRICH_UNACKED_RESTORE_THROTTLE
+        #   s) requeues it: back after at most visibility timeout + throttle (15 + 5 s;
+        #   measured 13.9-19.7 s, tests/test_transport.py).
+        # With leases the visibility timeout no longer has to outlast the longest task (the
+        # hard time limit, a retry countdown held unacknowledged): a live worker's message
+        # is never handed out again however long it runs. It only has to outlast a missed
+        # renewal: a worker whose event loop stalls for about 4/5 of it (12 s by default)
+        # has its running task handed to another worker too.
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             # Sweep unacknowledged messages of dead workers back onto the queue this often.
             # kombu 5.6.2 ignores this option (its sweep runs every 100 s); the hardened
             # transport implements it.
             "unacked_restore_throttle": settings.unacked_restore_throttle,
+            # One list per queue, no priority lists: the transport can then take a message
+            # with BLMOVE (one source key) so it is never out of Redis between pop and
+            # record. Nothing here publishes with a priority.
+            "priority_steps": [0],
+            # A worker killed while holding the sweep's lock (held for milliseconds) leaves
+            # it to expire after this many seconds; kombu's 300 s would stop every sweep.
+            "unacked_mutex_expire": 10,
         },
         # Bounds a hung task: its pool process is killed and the message requeued (counted by
         # the delivery counter) instead of acknowledged as failed and lost.

@@ -106,7 +106,10 @@ class Settings(BaseSettings):
 
     # --- delivery --------------------------------------------------------------------
     visibility_timeout: int = Field(
-        300, description="Seconds before Redis redelivers an unacknowledged task."
+        15, ge=5,
+        description="Seconds after its worker stops renewing (it died) before an "
+        "unacknowledged task is delivered again; the live worker renews every fifth of it, "
+        "however long the task runs.",
     )
     max_retries: int = Field(8, description="Retries of a transient failure before dead letter.")
     retry_backoff_max: int = Field(120, description="Cap of the exponential retry delay (s).")
@@ -123,9 +126,9 @@ class Settings(BaseSettings):
         "delivered again (counted). Keep it below the visibility timeout.",
     )
     unacked_restore_throttle: int = Field(
-        10, ge=1,
-        description="How often (s) each worker sweeps messages of dead workers (unacknowledged "
-        "for longer than the visibility timeout) back onto the queue.",
+        5, ge=1,
+        description="How often (s) each worker sweeps messages of dead workers (not renewed for "
+        "the visibility timeout) back onto the queue.",
     )
     tls_insecure_skip_verify: bool = Field(
         False,
