@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     )
     task_time_limit: int = Field(
         150, ge=1,
-        description="Hard limit (s) of one stage task; its process is killed and the message "
-        "delivered again (counted). Keep it below the visibility timeout.",
+        description="Hard limit (s) of one article task; its process is killed and the message "
+        "delivered again (counted).",
     )
     unacked_restore_throttle: int = Field(
         5, ge=1,

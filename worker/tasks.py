@@ -67,13 +67,14 @@ def _fresh_resources(**_: Any) -> None:
 @signals.worker_init.connect
 def _check_delivery_timing(**_: Any) -> None:
     settings = get_settings()
-    countdown = _max_countdown(settings)
-    if settings.visibility_timeout <= settings.task_time_limit + countdown:
+    # Live workers renew the lease of every message they hold (worker/transport.py), so a
+    # long task or a retry countdown is not handed out again; what the visibility timeout
+    # must outlast is a stalled main process (about 4/5 of it without a renewal).
+    if settings.visibility_timeout < MIN_SAFE_VISIBILITY:
         log.warning(
-            "visibility timeout shorter than the longest healthy task: tasks running longer "
-            "are delivered again and may be dead-lettered as too_many_deliveries",
-            visibility_timeout=settings.visibility_timeout,
-            task_time_limit=settings.task_time_limit, longest_retry_countdown=countdown)
+            "visibility timeout under 10 s: a main process that stalls that long (swapping, "
+            "a paused container) has its running tasks handed to another worker",
+            visibility_timeout=settings.visibility_timeout)
     if _TEST_FAULT is not None:
         log.warning("TEST FAULT INJECTION IS ON (ENRICH_TEST_KILL_ON): never in production",
                     fault=repr(_TEST_FAULT))
@@ -95,14 +96,15 @@ def _clear_task_context(**_: Any) -> None:
 
 
 # --- delivery counting --------------------------------------------------------------------
-DELIVERY_TTL_FACTOR = 4  # counters live 4 visibility timeouts (at least a minute)
+MIN_SAFE_VISIBILITY = 10
+DELIVERY_TTL_FACTOR = 4
 
 
-def _max_countdown(settings) -> int:
-    """Longest retry countdown. The worker holds a countdown's message unacknowledged; one
-    held longer than the visibility timeout is handed to a second worker by Redis (and both
-    copies would then run and count as deliveries), so it is kept under half of it."""
-    return max(1, min(settings.retry_backoff_max, settings.visibility_timeout // 2))
+def delivery_ttl(settings) -> int:
+    """How long a delivery count is kept: 4 times the longest gap between two deliveries of
+    one message (a hang to the hard time limit, then the lease lapsing and the sweep)."""
+    gap = settings.task_time_limit + settings.visibility_timeout + settings.unacked_restore_throttle
+    return max(60, DELIVERY_TTL_FACTOR * gap)
 
 
 def delivery_key(prefix: str, task_id: str, retries: int) -> str:
@@ -122,7 +124,7 @@ def _count_delivery(task) -> int | None:
         return None
     settings = get_settings()
     key = delivery_key(settings.key_prefix, task_id, task.request.retries or 0)
-    ttl = max(60, DELIVERY_TTL_FACTOR * settings.visibility_timeout)
+    ttl = delivery_ttl(settings)
     try:
         client = get_resources().broker_redis
         count = 1 if client.set(key, 1, ex=ttl, nx=True) else client.incr(key)
@@ -192,7 +194,8 @@ def _retry(task, exc: Transient, doc: Any, stage: str) -> None:
     retries = task.request.retries
     if retries >= settings.max_retries:
         raise Reject(f"{exc.message} (gave up after {retries + 1} attempts)", reason=exc.reason)
-    delay = min(_max_countdown(settings), 2 ** (retries + 1))
+    # The countdown's message is held unacknowledged; its lease is renewed while it waits.
+    delay = min(settings.retry_backoff_max, 2 ** (retries + 1))
     log.warning("transient failure, retrying", reason=exc.reason, error=exc.message,
                 retry_in_s=delay, attempt=retries + 1)
     raise task.retry(exc=exc, countdown=delay, max_retries=settings.max_retries,
