@@ -127,3 +127,17 @@ def test_unknown_start_stage_is_dead_lettered_not_run(env, monkeypatch):
     assert calls == []
     (entry,) = env.resources.dead_letters.list()
     assert entry["reason"] == "invalid_article" and "bogus" in entry["error"]
+
+
+def test_transient_failure_with_retries_spent_is_dead_lettered_at_its_stage(env, monkeypatch):
+    """The last retry failing: a dead letter (stage dedupe, its input), one failed event."""
+    recorder(monkeypatch, "dedupe", IndexUnavailable("Redis unavailable: gone"))
+    task = FakeTask(retries=env.settings.max_retries)
+    with pytest.raises(Ignore):
+        tasks._run(task, {"id": "a6", "text": "x", "ran": ["clean", "language", "entities"]},
+                   "dedupe")
+    assert task.retried is None
+    (entry,) = env.resources.dead_letters.list()
+    assert (entry["stage"], entry["reason"]) == ("dedupe", "index_unavailable")
+    assert "gave up after" in entry["error"]
+    assert [e["type"] for e in env.sent[0]] == ["task-failed"]

@@ -255,6 +255,7 @@ def _run(task, payload: Any, start: str) -> None:
     events = StageEvents(task, _article_id(payload))
     stage, doc = start, payload
     deliveries: int | None = None
+    began, clock = time.time(), time.perf_counter()  # of the current stage
     try:
         deliveries = _count_delivery(task)
         limit = get_settings().max_deliveries
@@ -270,8 +271,11 @@ def _run(task, payload: Any, start: str) -> None:
             try:
                 result = _execute(stage, copy.copy(doc))
             except Transient as exc:
-                events.add(stage, "retried", began, time.perf_counter() - clock, exc.message)
-                _retry(task, exc, doc, stage)  # raises Retry, or Reject once retries are spent
+                try:
+                    _retry(task, exc, doc, stage)  # raises Retry, or Reject when retries are spent
+                except Retry:
+                    events.add(stage, "retried", began, time.perf_counter() - clock, exc.message)
+                    raise
             seconds = time.perf_counter() - clock
             events.add(stage, "succeeded", began, seconds)
             if (ops := _metrics()) is not None:
@@ -280,14 +284,16 @@ def _run(task, payload: Any, start: str) -> None:
             doc = result
         return None
     except Reject as exc:
-        events.add(stage, "failed", time.time(), 0.0, f"{exc.reason}: {exc.message}")
+        events.add(stage, "failed", began, time.perf_counter() - clock,
+                   f"{exc.reason}: {exc.message}")
         _dead_letter(task, doc, stage, exc.reason, exc.message, deliveries)
         raise Ignore() from None
     except (Ignore, Retry):
         raise
     except Exception as exc:  # noqa: BLE001 - a bug: park the article, keep the worker
         log.exception("stage failed", error=f"{type(exc).__name__}: {exc}")
-        events.add(stage, "failed", time.time(), 0.0, f"internal: {type(exc).__name__}")
+        events.add(stage, "failed", began, time.perf_counter() - clock,
+                   f"internal: {type(exc).__name__}")
         _dead_letter(task, doc, stage, "internal", f"{type(exc).__name__}: {exc}", deliveries)
         raise Ignore() from None
     finally:
