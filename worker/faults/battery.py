@@ -86,10 +86,14 @@ def sigkill_child(run: Run, n: int, timeout: float, kills: int | None = None) ->
     run.publish(run.articles(n))
     run.settle(ids, timeout)
     fired, received = run.faults_fired(), run.received()
-    back = [run.redelivery(task, at, received) for _, task, at in fired]
+    requeued = run.requeued(fired)
+    back = [run.redelivery(task, at, received, requeued) for _, task, at in fired]
+    rerun = [min(later) - at for _, task, at in fired
+             if (later := [t for t in received.get(task, []) if t > at])]
     ledger = run.ledger(ids, recovery_s=_worst_recovery(run),
                         redelivery_s=max((b for b in back if b is not None), default=None),
-                        notes=f"{len(fired)} pool processes killed")
+                        notes=f"{len(fired)} pool processes killed; taken again after "
+                              f"<= {max(rerun, default=0):.0f} s (requeued at the back)")
     if len(fired) != kills:
         ledger.fail(f"{len(fired)} kills fired, {kills} planned")
     if None in back:
@@ -147,7 +151,7 @@ def worker_lost(run: Run, n: int, timeout: float) -> Ledger:
     run.settle(ids, wait)
     run.wait(lambda: run.rows().get(ids[-1], (0,))[0] >= 2, wait)
     received = run.received([1])
-    back = [run.redelivery(task, at, received) for _, task, at in run.faults_fired()]
+    back = [run.redelivery(task, at, received, {}) for _, task, at in run.faults_fired()]
     ledger = run.ledger(ids, recovery_s=_worst_recovery(run), expect_writes=None,
                         redelivery_s=max((b for b in back if b is not None), default=None),
                         notes=f"visibility {run.settings.visibility_timeout} s, sweep every "
@@ -220,8 +224,9 @@ def crash_after_commit(run: Run, n: int, timeout: float) -> Ledger:
     # settled as soon as the first write is there: wait for the re-run too
     run.wait(lambda: all(w >= 2 for w, _ in run.rows().values()) and len(run.rows()) == n,
              timeout)
-    received = run.received()
-    back = [run.redelivery(task, at, received) for _, task, at in run.faults_fired()]
+    fired, received = run.faults_fired(), run.received()
+    requeued = run.requeued(fired)
+    back = [run.redelivery(task, at, received, requeued) for _, task, at in fired]
     return run.ledger(ids, recovery_s=_worst_recovery(run), expect_writes=2,
                       redelivery_s=max((b for b in back if b is not None), default=None),
                       notes="store re-run after each crash")

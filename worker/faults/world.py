@@ -1,9 +1,9 @@
 """One fault's world and its ledger: own queue, key prefix, store, workers and logs.
 
 A `Run` starts real `enrich worker` processes (worker/faults/harness.py) on a queue and key
-prefix of its own, samples them while the fault plays out (peak RSS; which task messages
-Redis holds unacknowledged, to time redeliveries) and counts every article at the end
-(`Run.ledger`). Articles are counted from the store's table in one query per poll, so
+prefix of its own, samples their memory while the fault plays out, reads their JSON logs
+(faults fired, messages received, pool processes lost) to time redeliveries, and counts
+every article at the end (`Run.ledger`). Articles are counted from the store's table in one query per poll, so
 20,000 of them cost no more to watch than 12.
 """
 
@@ -172,7 +172,6 @@ class Run:
         self.stopped: set[int] = set()  # workers the fault stopped or killed on purpose
         self.peak_rss = 0.0
         self.memory: dict[int, list[tuple[float, float]]] = {}  # worker -> (time, PSS MB)
-        self.unacked: dict[str, list[list[float | None]]] = {}  # task id -> [seen, gone]
         self._rows: Rows | None = None
         self._store = None
         self.redis_server = None  # a PrivateRedis for the broker faults
@@ -197,12 +196,8 @@ class Run:
 
     # --- sampling -----------------------------------------------------------------------
     def _sample(self) -> None:
-        tick = 0
-        while not self._sampling.wait(0.2):
-            self._sample_unacked()
-            tick += 1
-            if tick % 5 == 0:
-                self._sample_memory()
+        while not self._sampling.wait(1.0):
+            self._sample_memory()
 
     def unacked_now(self) -> dict[str, str | None]:
         """Task id -> article id of every message of this queue that Redis holds as
@@ -214,22 +209,6 @@ class Run:
                 if routing_key == self.settings.queue:
                     held[message["headers"]["id"]] = _article_of(message)
         return held
-
-    def _sample_unacked(self) -> None:
-        """When each task message entered and left kombu's unacknowledged hash: a message
-        leaves it when acked or put back on the queue (a requeue or a sweep)."""
-        try:
-            present = self.unacked_now()
-        except redis.RedisError:
-            return
-        now = time.time()
-        for task_id in present:
-            spans = self.unacked.setdefault(task_id, [])
-            if not spans or spans[-1][1] is not None:
-                spans.append([now, None])
-        for task_id, spans in self.unacked.items():
-            if task_id not in present and spans[-1][1] is None:
-                spans[-1][1] = now
 
     def _sample_memory(self) -> None:
         now = time.time()
@@ -386,16 +365,29 @@ class Run:
                 found.setdefault(match.group(2), []).append(event_time(event))
         return found
 
+    def requeued(self, fired: list[tuple[str, str, float]]) -> dict[str, float]:
+        """Task id -> when its worker logged the pool process lost under it (and put the
+        message back on the queue, at the back), for faults that killed a pool process:
+        kills and those lines paired in time order."""
+        lines = sorted(event_time(e) for e in self.events()
+                       if "WorkerLostError" in str(e.get("event", "")))
+        paired: dict[str, float] = {}
+        for _article, task, at in sorted(fired, key=lambda fault: fault[2]):
+            later = [t for t in lines if t >= at]
+            if later:
+                paired[task] = later[0]
+                lines.remove(later[0])
+        return paired
+
     def redelivery(self, task_id: str, killed: float, received: dict[str, list[float]],
-                   ) -> float | None:
-        """Seconds from a kill until the killed task's message was deliverable again: it
-        left the unacknowledged hash (requeued, often at the back of a long queue), or a
-        worker received it again (a sweep puts it at the front, so it is taken at once),
-        whichever was seen first. None: it never came back."""
+                   requeued: dict[str, float]) -> float | None:
+        """Seconds from a kill until the killed task's message was deliverable again: put
+        back on the queue by its worker (a pool process lost), or received again by a
+        worker (after a sweep, which puts it at the front), whichever came first. None:
+        it never came back."""
         moments = [t for t in received.get(task_id, []) if t > killed]
-        for seen, gone in self.unacked.get(task_id, []):
-            if gone is not None and seen <= killed + 0.5 and gone > killed:
-                moments.append(gone)
+        if task_id in requeued:
+            moments.append(requeued[task_id])
         return round(min(moments) - killed, 2) if moments else None
 
     def task_errors(self) -> dict[str, int]:
