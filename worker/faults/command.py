@@ -28,8 +28,8 @@ FAULT_NAMES = ["sigkill_child", "worker_kill", "worker_lost", "sigterm_restart",
               help="Run only this fault (repeatable). Default: all of them.")
 @click.option("--full", is_flag=True,
               help="Large counts (repeated kills during 1,000 articles, pairs published "
-                   "twice, near-duplicate pairs, a flood across 3 workers; see the table "
-                   "header for the counts used). Default: small counts, about 3 minutes.")
+                   "twice, near-duplicate pairs, a flood across 3 workers; printed above "
+                   "the table). Default: small counts, a few minutes.")
 @click.option("--articles", "-n", type=int, default=None,
               help="Articles (pairs for the pair faults) for every fault, instead of the "
                    "mode's counts.")
@@ -59,10 +59,12 @@ def faults_command(faults, full, articles, counts, store_url, timeout, as_json) 
         per_fault[name] = int(value)
     settings = get_settings()
     ledgers = []
+    used = {}
     started = time.monotonic()
     for name in names:
         count = per_fault.get(name) or articles or (FAULTS[name].full if full
                                                     else FAULTS[name].small)
+        used[name] = count
         if not as_json:
             click.echo(f"running {name} (n={count}) ...", err=True)
         ledger = run_fault(name, settings, articles=count, full=full, timeout=timeout,
@@ -72,8 +74,8 @@ def faults_command(faults, full, articles, counts, store_url, timeout, as_json) 
             click.echo(json.dumps(ledger.as_dict()), nl=True)
             sys.stdout.flush()
     if not as_json:
-        click.echo(f"{'full' if full else 'default'} counts; published = articles "
-                   "(pairs x2 for publish_twice and near_duplicates)")
+        click.echo("counts (articles; pairs for publish_twice and near_duplicates): "
+                   + ", ".join(f"{name}={count:,}" for name, count in used.items()))
         click.echo(table(ledgers))
         click.echo(f"wall time {time.monotonic() - started:.0f} s; visibility timeout "
                    f"{settings.visibility_timeout} s, sweep every "
