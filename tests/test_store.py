@@ -177,3 +177,31 @@ def test_sqlite_export_pages_through_more_rows_than_one_batch(tmp_path):
     for i in range(7):
         store.upsert(document(f"p-{i}"))
     assert [d["id"] for d in store.iter_documents(batch=3)] == [f"p-{i}" for i in range(7)]
+
+
+def _open_at_barrier(path: str, barrier) -> None:
+    from worker.store import open_store
+
+    barrier.wait()
+    open_store(f"sqlite:///{path}").close()
+
+
+def test_processes_opening_a_new_sqlite_file_together_all_succeed(tmp_path):
+    """Six processes migrating one new SQLite file at the same instant: none fails on
+    "table already exists", and the schema is there once."""
+    import multiprocessing
+    import sqlite3
+
+    path = tmp_path / "race.db"
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(6)
+    processes = [context.Process(target=_open_at_barrier, args=(str(path), barrier))
+                 for _ in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0] * 6
+    with sqlite3.connect(path) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    assert sorted(versions) == sorted(set(versions)) and versions

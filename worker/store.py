@@ -81,15 +81,24 @@ class SQLiteStore:
 
     def _migrate(self) -> None:
         conn = self._conn
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        for version, statements in _SQLITE_MIGRATIONS:
-            if version in done:
-                continue
-            with conn:
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+        # One migrator at a time: BEGIN IMMEDIATE takes the file's write lock, so processes
+        # opening a new file together wait for each other (up to the 30 s timeout) instead of
+        # both creating the tables ("table documents already exists" was seen).
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, statements in _SQLITE_MIGRATIONS:
+                if version not in done:
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (?)",
+                                 (version,))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
     def upsert(self, doc: dict[str, Any]) -> None:
         now = datetime.now(UTC).isoformat()

@@ -144,7 +144,8 @@ def _count_delivery(task) -> int | None:
 #   ENRICH_TEST_KILL_TIMES=1         only the first N deliveries of each task (default: all)
 #   ENRICH_TEST_KILL_HOW=worker      process: SIGKILL the pool process (default); worker:
 #                                    SIGKILL the worker's whole process group (main process
-#                                    and pool); hang: sleep until the hard time limit
+#                                    and pool); hang: sleep until the hard time limit;
+#                                    sleep:S: sleep S seconds, then carry on
 @dataclass(frozen=True)
 class _TestFault:
     ids: frozenset[str]
@@ -171,6 +172,9 @@ class _TestFault:
                 or (self.times is not None and deliveries is not None and deliveries > self.times)):
             return
         log.warning("TEST FAULT: harming this process", how=self.how, deliveries=deliveries)
+        if self.how.startswith("sleep:"):
+            time.sleep(float(self.how.removeprefix("sleep:")))
+            return
         if self.how == "hang":
             while True:
                 time.sleep(3600)
