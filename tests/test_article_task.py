@@ -141,3 +141,29 @@ def test_transient_failure_with_retries_spent_is_dead_lettered_at_its_stage(env,
     assert (entry["stage"], entry["reason"]) == ("dedupe", "index_unavailable")
     assert "gave up after" in entry["error"]
     assert [e["type"] for e in env.sent[0]] == ["task-failed"]
+
+
+def test_a_retry_that_cannot_be_published_is_retried_in_the_process(env, monkeypatch):
+    """Redis down at dedupe and the retry's publish failing too (right after a Redis
+    restart): the stage is run again here, and the article goes on; no dead letter."""
+    from celery.exceptions import Reject as NotPublished
+
+    monkeypatch.setattr(tasks, "UNPUBLISHED_RETRY_DELAY", 0)
+    calls = []
+
+    def execute(stage, doc):
+        calls.append(stage)
+        if stage == "dedupe" and calls.count("dedupe") == 1:
+            raise IndexUnavailable("Redis unavailable: restarting")
+        return {**doc, "ran": [*doc.get("ran", []), stage]}
+
+    monkeypatch.setattr(tasks, "_execute", execute)
+    task = FakeTask()
+
+    def retry(**options):
+        raise NotPublished(AttributeError("'NoneType' object has no attribute 'client'"))
+
+    task.retry = retry
+    assert tasks._run(task, {"id": "a7", "text": "x"}, "clean") is None
+    assert calls == ["clean", "language", "entities", "dedupe", "dedupe", "store"]
+    assert env.resources.dead_letters.count() == 0

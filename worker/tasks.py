@@ -34,6 +34,7 @@ import redis
 import structlog
 from celery import signals
 from celery.exceptions import Ignore, Retry
+from celery.exceptions import Reject as NotPublished
 
 from worker import deadletter, logs
 from worker.app import ARTICLE_TASK, CHAIN, app
@@ -97,6 +98,10 @@ def _clear_task_context(**_: Any) -> None:
 
 # --- delivery counting --------------------------------------------------------------------
 MIN_SAFE_VISIBILITY = 10
+# A retry that cannot be published (the broker is unreachable as well) is retried in the
+# process instead: this many attempts, this many seconds apart.
+UNPUBLISHED_RETRY_ATTEMPTS = 5
+UNPUBLISHED_RETRY_DELAY = 2.0
 DELIVERY_TTL_FACTOR = 4
 
 
@@ -272,14 +277,26 @@ def _run(task, payload: Any, start: str) -> None:
             structlog.contextvars.bind_contextvars(stage=stage)
             _test_fault(doc, stage, "before", deliveries)
             began, clock = time.time(), time.perf_counter()
-            try:
-                result = _execute(stage, copy.copy(doc))
-            except Transient as exc:
+            for attempt in range(1, UNPUBLISHED_RETRY_ATTEMPTS + 1):
                 try:
-                    _retry(task, exc, doc, stage)  # raises Retry, or Reject when retries are spent
-                except Retry:
-                    events.add(stage, "retried", began, time.perf_counter() - clock, exc.message)
-                    raise
+                    result = _execute(stage, copy.copy(doc))
+                    break
+                except Transient as exc:
+                    try:
+                        _retry(task, exc, doc, stage)  # raises Retry, or Reject when spent
+                    except Retry:
+                        events.add(stage, "retried", began, time.perf_counter() - clock,
+                                   exc.message)
+                        raise
+                    except NotPublished as failed:
+                        # Celery could not publish the retry: the broker is down too (seen
+                        # right after a Redis restart). The message is still held, so retry
+                        # here, a few times, rather than dead-letter a healthy article.
+                        if attempt == UNPUBLISHED_RETRY_ATTEMPTS:
+                            raise
+                        log.warning("retry not published, retrying in this process",
+                                    error=str(failed)[:200], attempt=attempt)
+                        time.sleep(UNPUBLISHED_RETRY_DELAY)
             seconds = time.perf_counter() - clock
             events.add(stage, "succeeded", began, seconds)
             if (ops := _metrics()) is not None:

@@ -541,7 +541,7 @@ FAULTS: dict[str, Fault] = {
     "store_unavailable": Fault(store_unavailable, 4, 100, full_params={"outage_s": 30}),
     "publish_twice": Fault(publish_twice, 3, 1000),
     "near_duplicates": Fault(near_duplicates, 3, 500),
-    "flood": Fault(flood, 300, 10_000),
+    "flood": Fault(flood, 300, 20_000),
 }
 
 

@@ -433,7 +433,7 @@ class Run:
             ledger.fail(f"stored twice: {stored_twice}")
         if len(dead_ids) != expect_dead:
             ledger.fail(f"dead-lettered {len(dead_ids)}, expected {expect_dead}: "
-                        f"{[(i, dead[i][0]['reason']) for i in dead_ids][:5]}")
+                        f"{[(i, dead[i][0]['reason'], dead[i][0].get('stage'), str(dead[i][0].get('error'))[:300]) for i in dead_ids][:5]}")
         if expect_writes is not None and any(w != expect_writes for w in writes):
             ledger.fail(f"executions other than {expect_writes}: {executions}")
         for index, worker in enumerate(self.workers):
