@@ -180,17 +180,22 @@ def _run_twice(run: Run) -> int:
     return sum(1 for writes, _ in run.rows().values() if writes > 1)
 
 
+def _one_worker_mid_flood(run: Run, n: int, timeout: float) -> tuple[list[str], dict]:
+    """One worker, n articles published, waited until mid-flood: (ids, messages held now)."""
+    ids = _ids(run, n)
+    run.worker()
+    run.publish(run.articles(n))
+    _mid_flood(run, n, timeout)
+    return ids, run.unacked_now()
+
+
 def sigterm_restart(run: Run, n: int, timeout: float) -> Ledger:
     """Warm shutdown (SIGTERM) of the only worker mid-flood, then a new worker: what was
     running finishes, what was held goes back on the queue, the new worker stores the rest;
     one document each (a message put back while its task still ran is executed twice:
     counted in the notes). Redelivery: SIGTERM -> the last held message received again;
     recovery: the new worker ready -> its first article stored."""
-    ids = _ids(run, n)
-    run.worker()
-    run.publish(run.articles(n))
-    _mid_flood(run, n, timeout)
-    held = run.unacked_now()
+    ids, held = _one_worker_mid_flood(run, n, timeout)
     sent = time.time()
     run.stopped.add(0)
     run.workers[0].send_signal(signal.SIGTERM)
@@ -299,11 +304,7 @@ def _broker_fault(run: Run, n: int, timeout: float, inject: Callable[[Run], str]
     the last message held at that moment received again; recovery: fault over -> first
     article stored after it. Extra executions are allowed (a message put back on
     reconnection while its task still runs is run twice) and counted in the notes."""
-    ids = _ids(run, n)
-    run.worker()
-    run.publish(run.articles(n))
-    _mid_flood(run, n, timeout)
-    held = run.unacked_now()
+    ids, held = _one_worker_mid_flood(run, n, timeout)
     started = time.time()
     notes = inject(run)
     over = time.time()
