@@ -9,8 +9,6 @@ broker configuration (worker.app.celery_config), so they do not depend on worker
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from celery import Celery
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from tests.workers import settings_env, wait_until
+from worker.faults.harness import kill_group
 from worker.app import celery_config
 from worker.settings import get_settings
 
@@ -242,14 +241,6 @@ def start_celery_worker(settings, log: Path, name: str) -> subprocess.Popen:
              "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
             cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
             start_new_session=True)
-
-
-def kill_group(worker: subprocess.Popen) -> None:
-    try:
-        os.killpg(worker.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    worker.wait()
 
 
 def executions(client: redis.Redis, key: str) -> list[dict]:
