@@ -124,3 +124,31 @@ def settings_for(redis_url, tmp_path):
 
 # The environment that gives a subprocess the same settings: the fault battery's own.
 from worker.faults.harness import settings_env  # noqa: E402,F401
+
+
+@pytest.fixture
+def task_env(monkeypatch):
+    """worker.tasks run in this process on `make(settings)`'s real resources (Redis, store),
+    stage events captured in `.sent` instead of published; Redis keys removed after."""
+    from types import SimpleNamespace
+
+    from worker import tasks
+    from worker.resources import Resources
+    from worker.stage_events import StageEvents
+
+    made: list[SimpleNamespace] = []
+
+    def make(settings: Settings) -> SimpleNamespace:
+        resources = Resources(settings)
+        monkeypatch.setattr(tasks, "get_settings", lambda: settings)
+        monkeypatch.setattr(tasks, "get_resources", lambda: resources)
+        sent: list[list[dict]] = []
+        monkeypatch.setattr(StageEvents, "send", lambda self: sent.append(self.events))
+        made.append(SimpleNamespace(settings=settings, resources=resources, sent=sent))
+        return made[-1]
+
+    yield make
+    for env in made:
+        client = env.resources.broker_redis
+        client.delete(env.settings.dead_letter_key, *client.keys(f"{env.settings.key_prefix}*"))
+        env.resources.store.close()

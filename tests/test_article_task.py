@@ -15,21 +15,11 @@ from kombu.clocks import LamportClock
 from worker import tasks
 from worker.app import CHAIN
 from worker.errors import IndexUnavailable, Reject
-from worker.resources import Resources
-from worker.stage_events import StageEvents
 
 
 @pytest.fixture
-def env(settings_for, monkeypatch):
-    settings = settings_for()
-    resources = Resources(settings)
-    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks, "get_resources", lambda: resources)
-    sent: list[list[dict]] = []
-    monkeypatch.setattr(StageEvents, "send", lambda self: sent.append(self.events))
-    yield SimpleNamespace(settings=settings, resources=resources, sent=sent)
-    resources.broker_redis.delete(settings.dead_letter_key,
-                                  *resources.broker_redis.keys(f"{settings.key_prefix}*"))
+def env(settings_for, task_env):
+    return task_env(settings_for())
 
 
 class FakeTask:

@@ -491,6 +491,10 @@ def _envelope(body, *, task: str | None = "enrich.article", content_type="applic
     (_envelope([[{}], {}, {}], task="enrich.nope"), "unknown task 'enrich.nope'"),
     (_envelope([[{}, {}], {}, {}]), "takes one argument"),
     (_envelope([[{}], {"x": 1}, {}]), "takes one argument"),
+    (_envelope([[{"id": "a"}], {}, {}], task="enrich.batch"), "a list of 1 to 64 articles"),
+    (_envelope([[[]], {}, {}], task="enrich.batch"), "a list of 1 to 64 articles"),
+    (_envelope([[[{}] * 65], {}, {}], task="enrich.batch"), "a list of 1 to 64 articles"),
+    (_envelope([[[{}]], {"start": "store"}, {}], task="enrich.batch"), "no keywords"),
 ])
 def test_transport_refuses_what_celery_would_drop_or_must_not_run(item, fragment):
     from worker.transport import problem_with
@@ -504,6 +508,7 @@ def test_transport_passes_our_tasks_and_messages_that_are_not_ours():
     from worker.transport import problem_with
 
     for item in (_envelope([[{"id": "a"}], {}, {"chain": None}]),
+                 _envelope([[[{"id": "a"}, {"id": "b"}]], {}, {}], task="enrich.batch"),
                  _envelope({"ok": "pong"}, task=None),
                  _envelope([[1, 2], {"k": 3}, {}], task="celery.chord_unlock")):
         envelope, why = problem_with(item)

@@ -448,3 +448,21 @@ def test_memory_race_gives_exactly_one_canonical(seed_text):
         outcomes = [doc["dedupe"]["duplicate_of"] for doc in docs]
         assert outcomes.count(None) == 1, outcomes
         assert set(outcomes) - {None} <= {docs[0]["id"], docs[1]["id"]}
+
+
+def test_several_documents_in_one_call_are_decided_as_one_by_one(make_index, seed_text):
+    """A batch's call (many) gives each document the decision that calling the stage on
+    each in turn gives: near duplicates inside the batch, an id twice, an exact copy."""
+    texts = [("s1", seed_text), ("u1", UNRELATED), ("s2", edited_copy(seed_text)),
+             ("s1", seed_text), ("s3", seed_text), ("u2", UNRELATED + "\nOne more line.")]
+    docs = [cleaned(doc_id, text) for doc_id, text in texts]
+    alone = Deduplicator(make_index(), threshold=THRESHOLD)
+    one_by_one = [alone(dict(doc))["dedupe"] for doc in docs]
+    index = make_index()
+    if isinstance(index, RedisIndex):
+        index.prefix += "together:"  # its own keys: nothing of the one-by-one run to find
+    together = Deduplicator(index, threshold=THRESHOLD)
+    batch = [doc["dedupe"] for doc in together.many([dict(doc) for doc in docs[:3]])]
+    batch += [doc["dedupe"] for doc in together.many([dict(doc) for doc in docs[3:]])]
+    assert batch == one_by_one
+    assert [d["duplicate_of"] for d in batch] == [None, None, "s1", None, "s1", "u1"]

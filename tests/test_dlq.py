@@ -240,7 +240,9 @@ def test_store_outage_dead_letters_then_replay_stores_them(tmp_path, settings_fo
     finally:
         stop_worker(worker)
     assert {e["reason"] for e in letters.list()} == {"store_unavailable"}
-    assert {(e["task"], e["stage"]) for e in letters.list()} == {("enrich.article", "store")}
+    # Published together: one enrich.batch message, each article dead-lettered on its own.
+    assert {(e["task"], e["stage"]) for e in letters.list()} == {("enrich.batch", "store")}
+    assert sorted(e["id"] for e in letters.list()) == ["outage-0", "outage-1"]
     listed = enrich("dlq", "list", settings=good)
     assert listed.returncode == 0 and b"store_unavailable" in listed.stdout
     replayed = enrich("dlq", "replay", "--all", settings=good)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import settings_env
-from worker.app import ARTICLE_TASK, CHAIN
+from worker.app import BATCH_TASK, CHAIN
 from worker.flower import (
     CONF_FILE,
     EXIT_INSECURE,
@@ -143,6 +143,14 @@ def test_scrub_task_event_hides_article_text_keeps_the_id():
     assert scrub_task_event(started) is started
 
 
+def test_scrub_task_event_names_a_batch_by_its_first_article():
+    """A batch's args show as a batch with its first article's id, none of the texts."""
+    articles = [{"id": "a-1", "text": "The library reopened."}, {"id": "a-2", "text": "Rain."}]
+    event = {"type": "task-received", "uuid": "u2", "name": "enrich.batch",
+             "args": repr((articles,)), "kwargs": "{}"}
+    assert scrub_task_event(event)["args"] == "<hidden: batch, first article a-1>"
+
+
 # --- real worker + real Flower --------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -234,8 +242,9 @@ def test_flower_shows_worker_and_every_stage_with_auth(settings_for, tmp_path):
         report = publish(ARTICLES, settings=settings)
         assert sorted(report.published) == sorted(a["id"] for a in ARTICLES)
 
-        # One message per article; every stage listed as a task of its own (stage events).
-        expected = {name: 2 for name in (ARTICLE_TASK, *(f"enrich.{s}" for s in CHAIN))}
+        # Both articles in one message (enrich.batch); every stage of each listed as a task
+        # of its own (stage events).
+        expected = {BATCH_TASK: 1, **{f"enrich.{s}": 2 for s in CHAIN}}
 
         def every_stage_succeeded():
             status, body = _get(f"{base}/api/tasks?workername={hostname}", credentials)
@@ -260,6 +269,8 @@ def test_flower_shows_worker_and_every_stage_with_auth(settings_for, tmp_path):
             assert status == 200 and MARKER not in info.decode()
         first = {task["args"] for task in tasks.values() if task["name"] == "enrich.clean"}
         assert first == {f"<hidden: article {a['id']}>" for a in ARTICLES}
+        batch = [task["args"] for task in tasks.values() if task["name"] == BATCH_TASK]
+        assert batch == [f"<hidden: batch, first article {ARTICLES[0]['id']}>"]
         # Flower leaves /healthcheck and /metrics (Prometheus) open, by design: counts and
         # names only (deploy/README.md says so).
         assert _get(f"{base}/healthcheck") == (200, b"OK")

@@ -14,9 +14,12 @@ from celery import Celery
 from worker.errors import ConfigurationError
 from worker.settings import Settings, get_settings, redact_url
 
-# One task per article (worker/tasks.py); each stage is shown in Flower under its own name
-# (enrich.clean ... enrich.store, worker/stage_events.py).
+# One task per message (worker/tasks.py): one article, or several published together; each
+# stage of each article is shown in Flower under its own name (enrich.clean ...
+# enrich.store, worker/stage_events.py).
 ARTICLE_TASK = "enrich.article"
+BATCH_TASK = "enrich.batch"
+MAX_BATCH = 64  # articles in one enrich.batch message (ENRICH_PUBLISH_BATCH_SIZE's bound)
 CHAIN = ("clean", "language", "entities", "dedupe", "store")
 
 

@@ -156,7 +156,9 @@ def scrub_task_event(event: dict[str, Any]) -> dict[str, Any]:
     for field in HIDDEN_FIELDS:
         if field in event:
             event[field] = "<hidden>"
-    if match:
+    if match and event.get("name") == "enrich.batch":
+        event["args"] = f"<hidden: batch, first article {match.group(1)}>"
+    elif match:
         event["args"] = f"<hidden: article {match.group(1)}>"
     return event
 

@@ -61,6 +61,17 @@ class Pipeline:
             raise Reject("no main text left after cleaning", reason="empty_after_cleaning")
         return doc
 
+    def run_many(self, name: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One stage over several documents in one go, for a stage that has ``many`` (dedupe:
+        one index call for a batch); each document's timing is its share of the whole."""
+        started = time.perf_counter()
+        docs = self.stages[name].many(docs)
+        share = round((time.perf_counter() - started) * 1000 / max(1, len(docs)), 3)
+        for doc in docs:
+            pipeline = doc.setdefault("pipeline", {"timings_ms": {}, "notes": {}})
+            pipeline.setdefault("timings_ms", {})[name] = share
+        return docs
+
     def process(self, record: Any) -> dict[str, Any]:
         """Every stage in order, in this process; returns the enriched document."""
         doc = record

@@ -1,4 +1,10 @@
-"""Publishing articles: validate against raw article v1, then send one message per article.
+"""Publishing articles: validate against raw article v1, then send them to the workers.
+
+Articles at hand together go in one message of up to ENRICH_PUBLISH_BATCH_SIZE (the task
+enrich.batch; see worker/tasks.py): the broker and Celery's per-message work is then paid
+once per batch instead of once per article. A lone article (nothing more arrives within
+ENRICH_PUBLISH_LINGER_MS) goes alone, as enrich.article, so batching never holds an
+article back for long.
 
     from worker.producer import publish
     report = publish([{"url": "https://...", "text": "..."}])
@@ -13,7 +19,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +30,7 @@ from typing import Any, BinaryIO
 
 from celery import Celery
 
-from worker.app import ARTICLE_TASK, create_app
+from worker.app import ARTICLE_TASK, BATCH_TASK, create_app
 from worker.contracts import validate_raw
 from worker.errors import EnrichError, InvalidArticle
 from worker.settings import Settings, get_settings, redact_url
@@ -234,6 +243,78 @@ def send_article(celery_app: Celery, payload: Any, queue: str, *, start: str = "
                                 retry=True, retry_policy=retry_policy)
 
 
+def send_batch(celery_app: Celery, articles: list[Any], queue: str, *,
+               retry_policy: dict[str, Any] | None = None):
+    """Several articles in one message: the enrich.batch task (one article: enrich.article)."""
+    if len(articles) == 1:
+        return send_article(celery_app, articles[0], queue, retry_policy=retry_policy)
+    return celery_app.send_task(BATCH_TASK, args=(list(articles),), queue=queue,
+                                retry=True, retry_policy=retry_policy)
+
+
+_END = object()
+
+
+def gathered(items: Iterable[Any], size: int, linger: float) -> Iterator[list[Any]]:
+    """``items`` in groups of up to ``size``: a group is handed on when it is full, when the
+    items run out, or when the next item has not arrived ``linger`` seconds after the
+    group's first. Size 1 hands on each item at once, read in the caller's thread.
+
+    Otherwise the items are read in a thread of their own (a slow source, a paced scraper
+    or a pipe, must not keep an article waiting for company); an exception the source
+    raises is raised here, after the items before it.
+    """
+    if size <= 1:
+        for item in items:
+            yield [item]
+        return
+    ahead: queue.Queue = queue.Queue(maxsize=4 * size)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ahead.put((item, None), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put((_END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            ahead.put((_END, exc))
+
+    reader = threading.Thread(target=read, name="publish-reader", daemon=True)
+    reader.start()
+    group: list[Any] = []
+    deadline = 0.0
+    try:
+        while True:
+            try:
+                wait = None if not group else max(0.0, deadline - time.monotonic())
+                item, error = ahead.get(timeout=wait)
+            except queue.Empty:
+                yield group
+                group = []
+                continue
+            if item is _END:
+                if group:
+                    yield group
+                if error is not None:
+                    raise error
+                return
+            if not group:
+                deadline = time.monotonic() + linger
+            group.append(item)
+            if len(group) >= size:
+                yield group
+                group = []
+    finally:
+        stop.set()
+
+
 def check_broker(celery_app: Celery, settings: Settings) -> None:
     try:
         with celery_app.connection_for_write() as connection:
@@ -250,21 +331,28 @@ def publish(
     settings: Settings | None = None,
     celery_app: Celery | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int | None = None,
 ) -> PublishReport:
     """Validate and publish records; each is a dict (raw article v1) or (where, record).
 
-    Raises ConnectionError when the broker cannot be reached (nothing is half-published:
-    records are sent one by one, and the report so far is attached as `exc.report`).
+    Valid articles at hand together are sent in messages of up to ``batch_size`` (default
+    ENRICH_PUBLISH_BATCH_SIZE; see `gathered` for when a message goes out less than full).
+    Raises ConnectionError when the broker cannot be reached; the report so far is attached
+    as `exc.report`, and an article is in `published` only once its message was sent.
     """
     settings = settings or get_settings()
     celery_app = celery_app or create_app(settings)
     check_broker(celery_app, settings)
+    size = settings.publish_batch_size if batch_size is None else batch_size
     report = PublishReport()
-    for number, item in enumerate(records):
-        where, record = item if isinstance(item, tuple) else (f"record {number}", item)
-        if isinstance(record, RecordError):
-            report.rejected.append(Rejection(where, record.reason, record.message))
-        else:
+    numbered = (item if isinstance(item, tuple) else (f"record {number}", item)
+                for number, item in enumerate(records))
+    for group in gathered(numbered, size, settings.publish_linger_ms / 1000):
+        articles, first_where = [], None
+        for where, record in group:
+            if isinstance(record, RecordError):
+                report.rejected.append(Rejection(where, record.reason, record.message))
+                continue
             try:
                 article = validate_raw(record, max_text_bytes=settings.max_text_bytes,
                                        max_html_bytes=settings.max_html_bytes)
@@ -272,14 +360,17 @@ def publish(
                 rid = record.get("id") if isinstance(record, dict) else None
                 report.rejected.append(Rejection(where, exc.reason, exc.message,
                                                  rid if isinstance(rid, str) else None))
-            else:
-                try:
-                    send_article(celery_app, article, settings.queue)
-                except Exception as exc:
-                    error = ConnectionError(f"publishing failed at {where}: {exc}")
-                    error.report = report  # type: ignore[attr-defined]
-                    raise error from exc
-                report.published.append(article["id"])
+                continue
+            articles.append(article)
+            first_where = first_where or where
+        if articles:
+            try:
+                send_batch(celery_app, articles, settings.queue)
+            except Exception as exc:
+                error = ConnectionError(f"publishing failed at {first_where}: {exc}")
+                error.report = report  # type: ignore[attr-defined]
+                raise error from exc
+            report.published.extend(article["id"] for article in articles)
         if on_progress:
             on_progress(len(report.published), len(report.rejected))
     return report

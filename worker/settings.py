@@ -33,6 +33,18 @@ class Settings(BaseSettings):
         description="Prefix of this project's Redis keys (dedupe index; dead letters on the broker).",
     )
 
+    # --- publishing ------------------------------------------------------------------
+    publish_batch_size: int = Field(
+        8, ge=1, le=64,  # worker.app.MAX_BATCH
+        description="Articles per broker message when `publish` has several at hand "
+        "(`enrich.batch`); 1 sends every article as its own `enrich.article` message.",
+    )
+    publish_linger_ms: float = Field(
+        5, ge=0,
+        description="How long `publish` waits for more articles to fill a message before it "
+        "sends the ones it has.",
+    )
+
     # --- input contract limits -------------------------------------------------------
     max_text_bytes: int = Field(2_000_000, description="Largest `text` accepted (UTF-8 bytes).")
     max_html_bytes: int = Field(5_000_000, description="Largest `html` accepted (UTF-8 bytes).")
@@ -122,8 +134,8 @@ class Settings(BaseSettings):
     )
     task_time_limit: int = Field(
         150, ge=1,
-        description="Hard limit (s) of one article task; its process is killed and the message "
-        "delivered again (counted).",
+        description="Hard limit (s) of one task (an article, or a batch); its process is killed and "
+        "the message delivered again (counted; a batch is then split article by article).",
     )
     unacked_restore_throttle: int = Field(
         5, ge=1,

@@ -8,7 +8,8 @@ name (enrich.clean ... enrich.store), with an id of its own, the article task as
 root, and its received/started times and runtime - so Flower's task list, its per-name
 counts and its runtimes show the stages as before.
 
-Cost: all of one article's stage events go in one message, sent when the article is done
+Cost: all of one message's stage events (one article's, or a whole batch's) go in one
+message, sent when the task is done
 (one Redis PUBLISH; Celery's receivers take a list of events, which is how a worker's
 main process batches its own). Monitoring only: when the broker does not take them after a
 short retry they are dropped with a warning, and the article goes on.
@@ -35,18 +36,23 @@ def stage_task_name(stage: str) -> str:
     return f"{STAGE_TASK_PREFIX}{stage}"
 
 
-class StageEvents:
-    """The stage events of one run of an article task, sent together by send()."""
+def _args(article_id: str | None) -> str:
+    # Only the article's id, never its text: Flower shows it as "<hidden: article ID>".
+    return repr(({"id": article_id},))
 
-    def __init__(self, task: Any, article_id: str | None) -> None:
+
+class StageEvents:
+    """The stage events of one run of an article (or batch) task, sent together by send()."""
+
+    def __init__(self, task: Any, article_id: str | None = None) -> None:
         self.task = task
-        # Only the article's id, never its text: Flower shows it as "<hidden: article ID>".
-        self.args = repr(({"id": article_id},))
+        self.article_id = article_id
         self.events: list[dict[str, Any]] = []
 
     def add(self, stage: str, outcome: str, started: float, seconds: float,
-            error: str | None = None) -> None:
-        """outcome: succeeded, failed or retried; started: wall-clock time the stage began."""
+            error: str | None = None, *, article_id: str | None = None) -> None:
+        """outcome: succeeded, failed or retried; started: wall-clock time the stage began;
+        article_id: the article's (a batch's events name theirs one by one)."""
         request = self.task.request
         fields: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
@@ -54,7 +60,7 @@ class StageEvents:
             "parent_id": request.id,
             "root_id": request.root_id or request.id,
             "retries": request.retries or 0,
-            "args": self.args,
+            "args": _args(article_id or self.article_id),
             "kwargs": "{}",
             "received": started,
             "started": started,

@@ -49,6 +49,7 @@ class Store(Protocol):
     url: str
 
     def upsert(self, doc: dict[str, Any]) -> None: ...
+    def upsert_many(self, docs: list[dict[str, Any]]) -> None: ...
     def get(self, doc_id: str) -> dict[str, Any] | None: ...
     def writes(self, doc_id: str) -> int: ...
     def iter_documents(self) -> Iterator[dict[str, Any]]: ...
@@ -101,9 +102,12 @@ class SQLiteStore:
             raise
 
     def upsert(self, doc: dict[str, Any]) -> None:
+        self.upsert_many([doc])
+
+    def upsert_many(self, docs: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC).isoformat()
         with self._lock, self._conn:
-            self._conn.execute(
+            self._conn.executemany(
                 """INSERT INTO documents
                    (id, url, source, language, duplicate_of, content_hash, doc, stored_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -112,7 +116,7 @@ class SQLiteStore:
                      duplicate_of = excluded.duplicate_of, content_hash = excluded.content_hash,
                      doc = excluded.doc, updated_at = excluded.updated_at,
                      writes = documents.writes + 1""",
-                (*_columns(doc), now, now),
+                [(*_columns(doc), now, now) for doc in docs],
             )
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
@@ -188,9 +192,14 @@ class PostgresStore:
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
     def upsert(self, doc: dict[str, Any]) -> None:
+        self.upsert_many([doc])
+
+    def upsert_many(self, docs: list[dict[str, Any]]) -> None:
+        """All in one transaction (one commit, one round trip: psycopg pipelines executemany);
+        a document twice in ``docs`` is written twice, like two upserts."""
         def write(conn):
-            with conn.transaction():
-                conn.execute(
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(
                     """INSERT INTO documents
                        (id, url, source, language, duplicate_of, content_hash, doc)
                        VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
@@ -199,7 +208,7 @@ class PostgresStore:
                          language = excluded.language, duplicate_of = excluded.duplicate_of,
                          content_hash = excluded.content_hash, doc = excluded.doc,
                          updated_at = now(), writes = documents.writes + 1""",
-                    _columns(doc),
+                    [_columns(doc) for doc in docs],
                 )
 
         with self._lock:

@@ -1,4 +1,5 @@
-"""The Celery task: one message per article, every stage in one task. All policy is in `_run`.
+"""The Celery tasks: every stage of an article in one task. All policy is in `_run` (one
+article) and `_run_batch` (several).
 
 `enrich.article(article, start="clean")` runs clean -> language -> entities -> dedupe ->
 store in the process that received it. One broker message per article instead of a chain
@@ -7,6 +8,10 @@ broker work per hop; a 5-task chain reached 0.76 of the in-process speed, one ta
 and the message carries only the raw article, never the growing document. Operators still
 see every stage as a task of its own in Flower: worker.stage_events sends a task event per
 stage under the stage's name (enrich.clean ... enrich.store), child of the article task.
+
+`enrich.batch([article, ...])` is what `publish` sends when it has several articles at hand:
+the same stages for each, the per-message costs (broker, Celery, the store's commit, the
+stage events' PUBLISH) paid once per batch; see "several articles in one message" below.
 
 What each error does (worker.errors), at whichever stage it happens: Reject -> dead letter
 with that stage and its input, message acked; Transient -> the task is retried with
@@ -37,7 +42,7 @@ from celery.exceptions import Ignore, Retry
 from celery.exceptions import Reject as NotPublished
 
 from worker import deadletter, logs
-from worker.app import ARTICLE_TASK, CHAIN, app
+from worker.app import ARTICLE_TASK, BATCH_TASK, CHAIN, app
 from worker.errors import IndexUnavailable, PoisonMessage, Reject, Transient
 from worker.pipeline import finish
 from worker.resources import get_resources, reset_resources
@@ -197,6 +202,11 @@ def _test_fault(payload: Any, stage: str, when: str, deliveries: int | None) -> 
 
 
 # --- error policy ---------------------------------------------------------------------------
+def _backoff(retries: int) -> int:
+    """Seconds before retry number ``retries + 1``: 2, 4, 8 ... up to ENRICH_RETRY_BACKOFF_MAX."""
+    return min(get_settings().retry_backoff_max, 2 ** (retries + 1))
+
+
 def _retry(task, exc: Transient, doc: Any, stage: str) -> None:
     """Retry from `stage` with the document as it was before it (no finished stage runs twice)."""
     settings = get_settings()
@@ -204,25 +214,31 @@ def _retry(task, exc: Transient, doc: Any, stage: str) -> None:
     if retries >= settings.max_retries:
         raise Reject(f"{exc.message} (gave up after {retries + 1} attempts)", reason=exc.reason)
     # The countdown's message is held unacknowledged; its lease is renewed while it waits.
-    delay = min(settings.retry_backoff_max, 2 ** (retries + 1))
+    delay = _backoff(retries)
     log.warning("transient failure, retrying", reason=exc.reason, error=exc.message,
                 retry_in_s=delay, attempt=retries + 1)
     raise task.retry(exc=exc, countdown=delay, max_retries=settings.max_retries,
                      args=(doc,), kwargs={"start": stage})
 
 
-def _dead_letter(task, payload: Any, stage: str, reason: str, error: str,
-                 deliveries: int | None = None) -> None:
+def _park(task, payload: Any, stage: str, reason: str, error: str,
+          deliveries: int | None = None) -> None:
+    """Write the dead letter (raises redis.RedisError when Redis does not take it)."""
     record = deadletter.entry(
         article_id=_article_id(payload), task=task.name, stage=stage, task_id=task.request.id,
         reason=reason, error=error, payload=payload, attempts=task.request.retries + 1,
         deliveries=deliveries,
     )
+    get_resources().dead_letters.add(record)
+
+
+def _dead_letter(task, payload: Any, stage: str, reason: str, error: str,
+                 deliveries: int | None = None) -> None:
     try:
-        get_resources().dead_letters.add(record)
+        _park(task, payload, stage, reason, error, deliveries)
     except redis.RedisError as exc:
         # Never ack what we could not park: retry (without limit) until Redis takes it.
-        delay = min(get_settings().retry_backoff_max, 2 ** (task.request.retries + 1))
+        delay = _backoff(task.request.retries)
         log.warning("cannot write dead letter, retrying", error=str(exc), retry_in_s=delay)
         raise task.retry(exc=exc, countdown=delay, max_retries=None,
                          args=(payload,), kwargs={"start": stage}) from exc
@@ -241,18 +257,22 @@ def _execute(stage: str, doc: Any) -> dict[str, Any] | None:
             return resources.pipeline.run_stage(stage, doc)
         document = finish(doc)
         resources.store.upsert(document)
-        log.info(
-            "article enriched",
-            language=document["language"]["code"],
-            entities=len(document["entities"]),
-            duplicate_of=document["dedupe"]["duplicate_of"],
-            timings_ms=document["pipeline"]["timings_ms"],
-        )
-        if (ops := _metrics()) is not None:
-            ops.record_stored(document)
+        _stored(document)
         return None
     except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
         raise IndexUnavailable(f"Redis unavailable: {exc}") from exc
+
+
+def _stored(document: dict[str, Any]) -> None:
+    log.info(
+        "article enriched",
+        language=document["language"]["code"],
+        entities=len(document["entities"]),
+        duplicate_of=document["dedupe"]["duplicate_of"],
+        timings_ms=document["pipeline"]["timings_ms"],
+    )
+    if (ops := _metrics()) is not None:
+        ops.record_stored(document)
 
 
 def _run(task, payload: Any, start: str) -> None:
@@ -319,6 +339,219 @@ def _run(task, payload: Any, start: str) -> None:
         raise Ignore() from None
     finally:
         events.send()
+
+
+# --- several articles in one message (enrich.batch) ------------------------------------------
+# A batch is the fast path only. Its articles run one after the other through clean,
+# language and entities; then the batch's dedupe is one index call (its articles decided in
+# order, as one by one) and its store one transaction, and all its stage events go out in
+# one message. Whatever goes wrong with one article leaves the others alone:
+# - Reject or a bug: that article is dead-lettered (stage and input), as enrich.article does;
+# - Transient: that article goes on as its own enrich.article message from the failing
+#   stage, as a first retry would (countdown, retries=1), and the single-article policy
+#   takes it from there; when the batch's index call or write fails, each of its articles
+#   goes on that way (a bug there: each goes on at once, and its own task decides);
+# - a batch delivered a second time (its first delivery killed or lost its worker: perhaps a
+#   poison article) is split: every article goes on as its own message and is counted there,
+#   so one poison article cannot take its batch with it. Articles stored before the crash
+#   are stored again (upserts: no second row; the dedupe index knows its own ids).
+# Handing an article on must not lose it: when the publish still fails after a few tries
+# in this process, the batch message is requeued whole (and split when it comes back).
+_HANDOFF_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
+                  "interval_max": 1}
+_PER_ARTICLE = CHAIN[:CHAIN.index("dedupe")]  # then dedupe and store once for the batch
+
+
+def _hand_off(task, doc: Any, stage: str, *, countdown: float | None = None,
+              retries: int = 0) -> None:
+    """Send one article of a batch on as its own enrich.article message, from ``stage``."""
+    request = task.request
+    queue = (request.delivery_info or {}).get("routing_key") or get_settings().queue
+    for attempt in range(1, UNPUBLISHED_RETRY_ATTEMPTS + 1):
+        try:
+            task.app.send_task(
+                ARTICLE_TASK, args=(doc,), kwargs={} if stage == "clean" else {"start": stage},
+                countdown=countdown, retries=retries, queue=queue, parent_id=request.id,
+                root_id=request.root_id or request.id, retry=True, retry_policy=_HANDOFF_RETRY)
+            return
+        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds
+            if attempt == UNPUBLISHED_RETRY_ATTEMPTS:
+                log.error("cannot hand the article on: the whole batch goes back onto the queue",
+                          error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                # celery's Reject with requeue: the message is put back, not acknowledged.
+                raise NotPublished(f"hand-off not published: {exc}", requeue=True) from exc
+            log.warning("hand-off not published, trying again", attempt=attempt,
+                        error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            time.sleep(UNPUBLISHED_RETRY_DELAY)
+
+
+def _batch_fail(task, doc: Any, stage: str, reason: str, error: str, events: StageEvents,
+                began: float, clock: float, deliveries: int | None, shown: str) -> None:
+    """Dead-letter one article of a batch; when Redis does not take the dead letter, hand the
+    article on (its own task retries the dead letter)."""
+    events.add(stage, "failed", began, time.perf_counter() - clock, shown,
+               article_id=_article_id(doc))
+    try:
+        _park(task, doc, stage, reason, error, deliveries)
+    except redis.RedisError as exc:
+        log.warning("cannot write dead letter: the article goes on as its own task",
+                    error=str(exc))
+        _hand_off(task, doc, stage)
+        return
+    log.error("dead-lettered", reason=reason, error=error)
+
+
+def _retry_alone(task, doc: Any, stage: str, exc: Transient, events: StageEvents,
+                 began: float, clock: float, deliveries: int | None) -> None:
+    """One article of a batch, failed transiently: on as its own task's first retry."""
+    if get_settings().max_retries < 1:
+        _batch_fail(task, doc, stage, exc.reason, exc.message, events, began, clock,
+                    deliveries, f"{exc.reason}: {exc.message}")
+        return
+    events.add(stage, "retried", began, time.perf_counter() - clock, exc.message,
+               article_id=_article_id(doc))
+    log.warning("transient failure, retrying as a task of its own", reason=exc.reason,
+                error=exc.message, retry_in_s=_backoff(0), attempt=1,
+                article_id=_article_id(doc))
+    _hand_off(task, doc, stage, countdown=_backoff(0), retries=1)
+
+
+def _batch_step_failed(task, docs: list[Any], stage: str, exc: Exception, events: StageEvents,
+                       began: float, clock: float, deliveries: int | None) -> None:
+    """The batch's index call or write failed: every article of it goes on alone."""
+    structlog.contextvars.unbind_contextvars("article_id")
+    if isinstance(exc, Transient):
+        for doc in docs:
+            _retry_alone(task, doc, stage, exc, events, began, clock, deliveries)
+        return
+    log.warning("batch step failed: each article goes on as a task of its own",
+                error=f"{type(exc).__name__}: {str(exc)[:300]}", articles=len(docs))
+    for doc in docs:
+        _hand_off(task, doc, stage)
+
+
+def _batch_stages(task, payload: Any, events: StageEvents,
+                  deliveries: int | None) -> dict[str, Any] | None:
+    """One article of a batch through the stages before dedupe; None when it left the batch."""
+    article_id = _article_id(payload)
+    structlog.contextvars.bind_contextvars(article_id=article_id)
+    doc = payload
+    for stage in _PER_ARTICLE:
+        structlog.contextvars.bind_contextvars(stage=stage)
+        _test_fault(doc, stage, "before", deliveries)
+        began, clock = time.time(), time.perf_counter()
+        try:
+            result = _execute(stage, copy.copy(doc))
+        except Transient as exc:
+            _retry_alone(task, doc, stage, exc, events, began, clock, deliveries)
+            return None
+        except Reject as exc:
+            _batch_fail(task, doc, stage, exc.reason, exc.message, events, began, clock,
+                        deliveries, f"{exc.reason}: {exc.message}")
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bug: park the article, keep the batch
+            log.exception("stage failed", error=f"{type(exc).__name__}: {exc}")
+            _batch_fail(task, doc, stage, "internal", f"{type(exc).__name__}: {exc}", events,
+                        began, clock, deliveries, f"internal: {type(exc).__name__}")
+            return None
+        _succeeded(events, stage, began, time.perf_counter() - clock, article_id)
+        _test_fault(doc, stage, "after", deliveries)
+        doc = result
+    return doc
+
+
+def _succeeded(events: StageEvents, stage: str, began: float, seconds: float,
+               article_id: str | None) -> None:
+    events.add(stage, "succeeded", began, seconds, article_id=article_id)
+    if (ops := _metrics()) is not None:
+        ops.record_stage(stage, seconds)
+
+
+def _dedupe_batch(task, docs: list[dict[str, Any]], events: StageEvents,
+                  deliveries: int | None) -> list[dict[str, Any]]:
+    """The batch's dedupe: one index call for all its articles, decided in order."""
+    structlog.contextvars.bind_contextvars(stage="dedupe")
+    structlog.contextvars.unbind_contextvars("article_id")
+    for doc in docs:
+        _test_fault(doc, "dedupe", "before", deliveries)
+    began, clock = time.time(), time.perf_counter()
+    try:
+        try:
+            done = get_resources().pipeline.run_many("dedupe", [copy.copy(d) for d in docs])
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            raise IndexUnavailable(f"Redis unavailable: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Transient or a bug: each article goes on alone
+        _batch_step_failed(task, docs, "dedupe", exc, events, began, clock, deliveries)
+        return []
+    share = (time.perf_counter() - clock) / len(docs)
+    for doc in done:
+        _succeeded(events, "dedupe", began, share, _article_id(doc))
+        _test_fault(doc, "dedupe", "after", deliveries)
+    return done
+
+
+def _store_batch(task, docs: list[dict[str, Any]], events: StageEvents,
+                 deliveries: int | None) -> None:
+    """The batch's documents in one transaction."""
+    structlog.contextvars.bind_contextvars(stage="store")
+    began, clock = time.time(), time.perf_counter()
+    ready: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for doc in docs:
+        structlog.contextvars.bind_contextvars(article_id=_article_id(doc))
+        _test_fault(doc, "store", "before", deliveries)
+        try:
+            ready.append((doc, finish(doc)))
+        except Exception as exc:  # noqa: BLE001 - a bug: park the article, keep the batch
+            log.exception("stage failed", error=f"{type(exc).__name__}: {exc}")
+            _batch_fail(task, doc, "store", "internal", f"{type(exc).__name__}: {exc}", events,
+                        began, clock, deliveries, f"internal: {type(exc).__name__}")
+    structlog.contextvars.unbind_contextvars("article_id")
+    if not ready:
+        return
+    try:
+        get_resources().store.upsert_many([document for _, document in ready])
+    except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or one bad row failed them all
+        _batch_step_failed(task, [doc for doc, _ in ready], "store", exc, events, began,
+                           clock, deliveries)
+        return
+    seconds = time.perf_counter() - clock
+    for doc, document in ready:
+        structlog.contextvars.bind_contextvars(article_id=document["id"])
+        _stored(document)
+        _succeeded(events, "store", began, seconds, document["id"])
+        _test_fault(doc, "store", "after", deliveries)
+
+
+def _run_batch(task, articles: Any) -> None:
+    if not isinstance(articles, list) or not articles:
+        _dead_letter(task, articles, "clean", "invalid_article",
+                     f"{BATCH_TASK} takes a non-empty list of articles")
+        raise Ignore()
+    deliveries = _count_delivery(task)
+    if deliveries is not None and deliveries > 1:
+        log.warning("batch delivered again: each article goes on as a task of its own",
+                    deliveries=deliveries, articles=len(articles))
+        for payload in articles:
+            _hand_off(task, payload, "clean")
+        return
+    events = StageEvents(task)
+    try:
+        docs = [doc for payload in articles
+                if (doc := _batch_stages(task, payload, events, deliveries)) is not None]
+        if docs:
+            docs = _dedupe_batch(task, docs, events, deliveries)
+        if docs:
+            _store_batch(task, docs, events, deliveries)
+    finally:
+        structlog.contextvars.unbind_contextvars("article_id", "stage")
+        events.send()
+
+
+@app.task(bind=True, name=BATCH_TASK)
+def batch(self, articles: Any) -> None:
+    """Enrich several articles published together (see above); each stage of each article
+    is still its own task in Flower."""
+    return _run_batch(self, articles)
 
 
 @app.task(bind=True, name=ARTICLE_TASK)

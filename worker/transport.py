@@ -38,13 +38,14 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from worker.app import ARTICLE_TASK, BATCH_TASK, MAX_BATCH
 from worker.deadletter import count_in_metrics, new_entry_id
 from worker.errors import ConfigurationError
 from worker.settings import get_settings
 
 _ACCEPTED_CONTENT = {"application/json"}
 _OUR_TASK_PREFIX = "enrich."
-_OUR_TASKS = frozenset({"enrich.article"})
+_OUR_TASKS = frozenset({ARTICLE_TASK, BATCH_TASK})
 _STAGES = ("clean", "language", "entities", "dedupe", "store")
 
 
@@ -94,6 +95,12 @@ def _problem_with_task(envelope: dict[str, Any], properties: dict[str, Any]) -> 
             and isinstance(decoded[1], dict) and isinstance(decoded[2], dict)):
         return "body is not a Celery task body [args, kwargs, embed]"
     args, kwargs, _ = decoded
+    if task == BATCH_TASK:
+        if len(args) != 1 or kwargs or not isinstance(args[0], list) \
+                or not 1 <= len(args[0]) <= MAX_BATCH:
+            return (f"{task} takes one argument, a list of 1 to {MAX_BATCH} articles, and no "
+                    "keywords; nothing was executed")
+        return None
     if len(args) != 1 or set(kwargs) - {"start"}:
         return (f"{task} takes one argument (the article or document) and optionally start=, "
                 f"got {len(args)} positional and keyword {sorted(kwargs)[:5]}; nothing was "

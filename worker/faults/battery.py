@@ -238,9 +238,11 @@ def crash_after_commit(run: Run, n: int, timeout: float) -> Ledger:
 
 
 def poison(run: Run, n: int, timeout: float) -> Ledger:
-    """One article kills its pool process on every delivery: dead-lettered as
+    """One article kills its pool process on every delivery: its batch, delivered again, is
+    split into one message per article; the poison article alone is dead-lettered as
     too_many_deliveries after ENRICH_MAX_DELIVERIES, the rest stored, no endless loop.
     Recovery: first kill -> dead letter."""
+    run.batch_size = None  # in batches, as production publishes
     ids = _ids(run, n)
     run.worker(env={"ENRICH_TEST_KILL_ON": ids[0]})
     run.publish(run.articles(n))
@@ -417,6 +419,7 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
 def publish_twice(run: Run, n: int, timeout: float) -> Ledger:
     """The same articles published twice at the same instant (two producers): one row each,
     two executions, never a duplicate of itself. Recovery: publish -> all settled."""
+    run.batch_size = None  # in batches, as production publishes
     run.worker()
     articles = run.articles(n)
     started = time.time()
@@ -439,6 +442,7 @@ def near_duplicates(run: Run, n: int, timeout: float) -> Ledger:
     """N pairs of near-duplicates, the two of a pair published at the same instant: each
     pair decided one canonical + one duplicate of it ("stored twice" = pairs decided
     otherwise). Recovery: publish -> all settled."""
+    run.batch_size = None  # in batches, as production publishes
     run.worker()
     pairs = []
     for i in range(n):
@@ -471,6 +475,7 @@ def flood(run: Run, n: int, timeout: float, workers: int = 3) -> Ledger:
     the queue drains fully and memory stays bounded: each worker's PSS (main process and
     pool) at the end of the drain within 1.25x of its PSS half-way through (judged from
     2,000 articles on). Recovery: first publish -> all settled (the drain)."""
+    run.batch_size = None  # in batches, as production publishes
     for _ in range(workers):
         run.worker()
     articles = run.articles(n, short=True)

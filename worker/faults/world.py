@@ -175,6 +175,12 @@ class Run:
         self._rows: Rows | None = None
         self._store = None
         self.redis_server = None  # a PrivateRedis for the broker faults
+        # Articles per message. Most rows follow single messages through the delivery
+        # machinery (kills, leases, sweeps: counted per message), so they publish one
+        # article per message; rows that set None publish as production does, in batches
+        # (ENRICH_PUBLISH_BATCH_SIZE): poison (the batch is split, the poison article alone
+        # dead-lettered), publish_twice, near_duplicates and flood.
+        self.batch_size: int | None = 1
         self._sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -261,7 +267,7 @@ class Run:
     def publish(self, articles: list[dict[str, Any]]) -> list[str]:
         from worker.producer import publish
 
-        report = publish(articles, settings=self.settings)
+        report = publish(articles, settings=self.settings, batch_size=self.batch_size)
         if report.rejected:
             raise RuntimeError(f"battery articles rejected: {report.rejected[:3]}")
         return report.published

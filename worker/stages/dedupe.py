@@ -28,6 +28,11 @@ class Index(Protocol):
     ) -> tuple[str | None, float | None]:
         """Atomically: find the best earlier match; index the document if it has none."""
 
+    def check_and_insert_many(
+        self, items: list[tuple[str, str, bytes, list[str]]]
+    ) -> list[tuple[str | None, float | None]]:
+        """The same for several documents in order, each seeing the ones before it."""
+
 
 def words(text: str) -> list[str]:
     return _WORDS.findall(text.casefold())
@@ -144,12 +149,25 @@ class Deduplicator:
             for i in range(self.bands)
         ]
 
-    def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def _entry(self, doc: dict[str, Any]) -> tuple[str, str, bytes, list[str]]:
         text = doc.get("text") or ""
-        digest = content_hash(text)
         signature = self.signature(text)
-        duplicate_of, sim = self.index.check_and_insert(
-            doc["id"], digest, signature, self.band_keys(signature)
-        )
+        return doc["id"], content_hash(text), signature, self.band_keys(signature)
+
+    @staticmethod
+    def _decided(doc: dict[str, Any], digest: str, decision: tuple) -> dict[str, Any]:
+        duplicate_of, sim = decision
         doc["dedupe"] = {"content_hash": digest, "duplicate_of": duplicate_of, "similarity": sim}
         return doc
+
+    def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
+        entry = self._entry(doc)
+        return self._decided(doc, entry[1], self.index.check_and_insert(*entry))
+
+    def many(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several documents with one index call (a batch's): the decisions of calling the
+        stage on each in turn, at one insert time."""
+        entries = [self._entry(doc) for doc in docs]
+        decisions = self.index.check_and_insert_many(entries)
+        return [self._decided(doc, entry[1], decision)
+                for doc, entry, decision in zip(docs, entries, decisions, strict=True)]
