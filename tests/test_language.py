@@ -8,6 +8,7 @@ import pytest
 from worker.stages.cleaning import clean
 from worker.stages.language import (
     LanguageDetector,
+    Shortlist,
     _strike_foreign_letters,
     _weigh_markers,
     iso639_1,
@@ -295,6 +296,103 @@ def test_short_text_single_pass():
     assert len(d.calls) == 1
 
 
+# --- the shortlist of a long text's first pass --------------------------------------------
+class Recording(LanguageDetector):
+    """The real model, recording which languages each pass weighed (None: all)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    def _values(self, codes, text):
+        self.calls.append(codes)
+        return super()._values(codes, text)
+
+
+class FixedShortlist:
+    """A shortlist that names the languages the test gives it, and can name ``known`` (by
+    default every language lingua knows)."""
+
+    def __init__(self, names, known=None):
+        from lingua import Language
+
+        self.answer = list(names)
+        self.names = frozenset(known if known is not None else
+                               (lang.iso_code_639_1.name.lower() for lang in Language.all()))
+
+    def __call__(self, text, size):
+        return self.answer[:size]
+
+
+@pytest.fixture(scope="module")
+def fasttext_shortlist() -> Shortlist:
+    return Shortlist()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [(GERMAN, "de"), (RUSSIAN, "ru"), (ENGLISH, "en"), (BOKMAL, "nb"), (NYNORSK, "nn"),
+     (AZERBAIJANI, "az"), (CHINESE_SIMPLIFIED, "zh")],
+    ids=["german", "russian", "english", "bokmal", "nynorsk", "azerbaijani", "chinese"],
+)
+def test_long_text_first_pass_weighs_the_shortlist_only(fasttext_shortlist, text, code):
+    """A text longer than the head is decided among fastText's shortlist (far fewer than all
+    75 languages), with the answer the all-language pass gives."""
+    long_text = " ".join([text] * 4)
+    plain = Recording(head_chars=200)
+    shortlisted = Recording(head_chars=200, shortlist=fasttext_shortlist, shortlist_size=8)
+    assert shortlisted.detect(long_text)["code"] == plain.detect(long_text)["code"] == code
+    assert plain.calls[0] is None
+    first = shortlisted.calls[0]
+    assert first is not None and code in first and len(first) <= 8 + 8 + 3
+
+
+def test_seed_first_pass_uses_the_shortlist(fasttext_shortlist, seed_text):
+    """The cleaned seed article is English through the shortlist, with no all-language pass."""
+    detector = Recording(shortlist=fasttext_shortlist)
+    doc = detector(clean({"id": "seed", "text": seed_text}))
+    assert doc["language"]["code"] == "en" and doc["language"]["method"] == "model"
+    assert None not in detector.calls
+
+
+def test_shortlist_adds_neighbours_and_languages_it_cannot_name():
+    """Close neighbours of a named language (hr -> bs) and every language the shortlist
+    cannot name at all are weighed too; a macro-language name stands for its members."""
+    detector = LanguageDetector(
+        shortlist=FixedShortlist(["hr", "no", "de"], known=["hr", "no", "de", "en", "fr"]))
+    codes, first = detector.shortlisted("x")
+    assert {"hr", "bs", "nb", "nn", "da", "de"} <= codes
+    assert "en" not in codes and "fr" not in codes  # nameable, not named
+    assert {"zu", "xh", "mi", "yo"} <= codes  # never named by this shortlist
+    assert first == {"hr", "bs"}
+
+
+def test_long_text_of_a_language_the_shortlist_missed_goes_to_all_languages():
+    """When lingua's best among the shortlist is not the shortlist's first choice, or lingua is
+    unsure among it, the head is weighed among all languages: the right answer still wins."""
+    long_german = " ".join([GERMAN] * 3)
+    wrong_first = Recording(shortlist=FixedShortlist(["nl", "de"]), shortlist_size=2)
+    assert wrong_first.detect(long_german)["code"] == "de"
+    assert wrong_first.calls[0] is not None and wrong_first.calls[1] is None
+
+
+
+def test_unsure_among_the_shortlist_goes_to_all_languages():
+    """A top confidence under min_confidence among the shortlist (even for its first choice)
+    sends the head to all languages, whose answer stands."""
+    d = TwoPass([("de", 0.9999), ("nl", 0.00001)], [("nl", 0.6), ("de", 0.4)],
+                shortlist=FixedShortlist(["nl", "de"]), shortlist_size=2)
+    assert d.detect(LONG)["code"] == "de"
+    assert len(d.calls) == 2 and d.calls[0][0] is not None and d.calls[1][0] is None
+
+
+def test_short_text_never_uses_the_shortlist():
+    """A text no longer than the head (a sentence, a word) is weighed among all languages."""
+    detector = Recording(head_chars=400, shortlist=FixedShortlist(["nl"]))
+    assert detector.detect(GERMAN)["code"] == "de"
+    assert detector.calls == [None]
+
+
 # --- thresholds (scripted confidences) --------------------------------------------------
 def test_low_confidence_is_undetermined(scripted):
     """A top candidate under min_confidence with no declared language gives und."""
@@ -431,6 +529,9 @@ def test_resources_build_the_detector_from_settings():
     stage = Resources(settings, embedded=True).pipeline.stages["language"]
     assert stage.languages == {"en", "de"}
     assert stage.head_chars == 80 and stage.word_min_confidence == 0.7
+    assert isinstance(stage.shortlist, Shortlist) and stage.shortlist_size == 8
+    off = Resources(Settings(language_shortlist=0), embedded=True).pipeline.stages["language"]
+    assert off.shortlist is None
 
 
 def test_sample_cuts_at_word_boundary():

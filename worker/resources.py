@@ -113,7 +113,7 @@ class Resources:
         from worker.stages.cleaning import clean
         from worker.stages.dedupe import Deduplicator
         from worker.stages.entities import EntityTagger
-        from worker.stages.language import LanguageDetector
+        from worker.stages.language import LanguageDetector, Shortlist
 
         s = self.settings
         return Pipeline(
@@ -126,6 +126,8 @@ class Resources:
                     word_min_confidence=s.language_word_min_confidence,
                     hint_min_confidence=s.language_hint_min_confidence,
                     preload=s.language_preload,
+                    shortlist=Shortlist() if s.language_shortlist else None,
+                    shortlist_size=s.language_shortlist,
                 ),
                 "entities": EntityTagger(
                     self.models, gazetteer_for=self.models.gazetteer,

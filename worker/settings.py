@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="A declared language (scraper hint, then <html lang>/meta) is taken unless "
         "the model gives it less confidence than this.",
     )
+    language_shortlist: int = Field(
+        8, ge=0,
+        description="A text longer than the head is first weighed among fastText's best this "
+        "many languages (plus their close neighbours and those fastText cannot name), not all "
+        "of them; 0 = always all.",
+    )
     language_preload: bool = Field(
         False, description="Load every language model when the detector is built (not lazily)."
     )
