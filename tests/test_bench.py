@@ -66,6 +66,20 @@ def test_corpus_is_reused_cyclically_with_new_ids(tiny_corpus):
     assert {corpus.lang(i) for i in warm} == {"en", "de"} and len(set(warm)) == 4
 
 
+def test_interleaved_order_keeps_the_mix_all_along():
+    """A language-grouped sample is reordered so that every stretch of it has about the
+    sample's mix (the paced latency run), and no article is lost or repeated."""
+    from worker.bench.corpus import Corpus
+
+    langs = ["en"] * 6 + ["de"] * 3 + ["ru"] * 3
+    corpus = Corpus(path=None, records=[{"id": str(i)} for i in range(12)], langs=langs)
+    order = corpus.interleaved(list(range(12)))
+    assert sorted(order) == list(range(12))
+    for start in range(0, 12, 4):
+        assert [corpus.lang(i) for i in order[start:start + 4]].count("en") == 2
+    assert [i for i in order if langs[i] == "en"] == list(range(6))  # in order within a language
+
+
 def test_percentile_interpolates_between_ranks():
     assert report.percentile([], 50) is None
     assert report.percentile([5.0], 99) == 5.0

@@ -53,6 +53,18 @@ class Corpus:
         whole, rest = divmod(count, n)
         return [*range(whole * n), *(whole * n + k * n // rest for k in range(rest))]
 
+    def interleaved(self, indices: list[int]) -> list[int]:
+        """``indices`` reordered so that the languages take turns in proportion (each
+        language's k-th of n at position k/n): a paced run then meets the corpus' mix all
+        along, not the English third first (it costs several times the rest: at half of the
+        average capacity, English alone would be near all of it)."""
+        by_lang: dict[str, list[int]] = {}
+        for index in indices:
+            by_lang.setdefault(self.lang(index), []).append(index)
+        keyed = [((k + 0.5) / len(group), lang, index)
+                 for lang, group in sorted(by_lang.items()) for k, index in enumerate(group)]
+        return [index for *_, index in sorted(keyed)]
+
     def lang(self, index: int) -> str:
         return self.langs[index % len(self.langs)]
 

@@ -250,7 +250,8 @@ class Bench:
                 self.save(f)
 
             rate = o.latency_load * f["e2e"]["articles_per_s"]
-            batch, _ = self.articles("lat-", o.latency_articles)
+            indices = self.corpus.interleaved(self.corpus.spread(o.latency_articles))
+            batch = [self.corpus.article(i, "lat-") for i in indices]
             self.say(f"latency: {len(batch):,} articles at {rate:.1f}/s "
                      f"({o.latency_load:.0%} of the measured end-to-end throughput)")
             e2e.reset_dedupe_index()
