@@ -393,7 +393,7 @@ class LanguageDetector:
         hint_min_confidence: float = 0.01,
         preload: bool = False,
         shortlist: Any = None,
-        shortlist_size: int = 5,
+        shortlist_size: int = 8,
     ) -> None:
         from lingua import Language, LanguageDetectorBuilder
 
