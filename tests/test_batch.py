@@ -51,7 +51,7 @@ class FakeBatchTask:
         self.fail_publish = fail_publish
         self.app = SimpleNamespace(clock=LamportClock(), send_task=self._send,
                                    conf=SimpleNamespace(worker_send_task_events=True))
-        self.request = SimpleNamespace(id=task_id, retries=0, root_id=None,
+        self.request = SimpleNamespace(id=task_id, retries=0, root_id=None, parent_id=None,
                                        hostname="test@host",
                                        delivery_info={"routing_key": "the-queue"})
 
@@ -78,11 +78,16 @@ def test_a_batch_stores_every_article_in_one_write_and_shows_each_stage(env, see
     assert _stored(env) == ["b-0", "b-1", "b-2"]
     assert writes == [3] and task.handed == []
     (events,) = env.sent
-    shown = [(e["args"], e["name"]) for e in events]
+    *stages, own = events
+    shown = [(e["args"], e["name"]) for e in stages]
     assert sorted(shown) == sorted((f"({{'id': '{a['id']}'}},)", f"enrich.{stage}")
                                    for a in articles for stage in CHAIN)
     assert {e["type"] for e in events} == {"task-succeeded"}
-    assert {e["parent_id"] for e in events} == {"batch-1"}
+    assert {e["parent_id"] for e in stages} == {"batch-1"}
+    # The batch's own event in the same message, its articles named by id only.
+    assert (own["uuid"], own["name"], own["args"]) == \
+        ("batch-1", BATCH_TASK, "([{'id': 'b-0'}, {'id': 'b-1'}, {'id': 'b-2'}],)")
+    assert own["runtime"] >= max(e["runtime"] for e in stages)
     stored = env.resources.store.get("b-0")
     assert stored["language"]["code"] == "en" and stored["dedupe"]["duplicate_of"] is None
 
@@ -178,15 +183,32 @@ def test_a_failed_batch_write_hands_every_article_on_from_the_store(env, seed_te
 
 def test_a_batch_delivered_again_is_split_into_one_message_per_article(env, seed_text):
     """A second delivery (the first one's worker died: perhaps a poison article) runs
-    nothing: every article goes on as its own message, from the start."""
+    nothing: every article goes on as its own message, from the start; no stage events,
+    only the batch's own."""
     articles = _articles(3, seed_text)
     task = FakeBatchTask(task_id="batch-again")
     key = tasks.delivery_key(env.settings.key_prefix, "batch-again", 0)
     env.resources.broker_redis.set(key, 1)  # the first delivery was counted
     tasks._run_batch(task, articles)
-    assert _stored(env) == [] and env.sent == []
+    assert _stored(env) == []
+    assert [[(e["uuid"], e["type"]) for e in events] for events in env.sent] == \
+        [[("batch-again", "task-succeeded")]]
     assert [(h["name"], h["args"], h["kwargs"], h["countdown"], h["retries"])
             for h in task.handed] == [(ARTICLE_TASK, (a,), {}, None, 0) for a in articles]
+
+
+def test_a_batch_sends_no_task_events_from_the_main_process_unless_it_fails():
+    """The worker's main process sends a batch's failure, requeue and revocation events,
+    not its received/started/succeeded ones (the batch's child sends its success)."""
+    assert tasks.batch.send_events is False and tasks.batch.Request is tasks.BatchRequest
+    sent = []
+    eventer = SimpleNamespace(enabled=True, send=lambda type, **f: sent.append((type, f)))
+    request = SimpleNamespace(id="batch-9", _eventer=eventer)
+    for kind in ("task-received", "task-started", "task-succeeded", "task-failed",
+                 "task-rejected", "task-revoked"):
+        tasks.BatchRequest.send_event(request, kind, exception="WorkerLostError()")
+    assert [(kind, f["uuid"]) for kind, f in sent] == \
+        [("task-failed", "batch-9"), ("task-rejected", "batch-9"), ("task-revoked", "batch-9")]
 
 
 def test_a_hand_off_that_cannot_be_published_requeues_the_whole_batch(env, seed_text,

@@ -21,7 +21,7 @@ import os
 import uuid
 from typing import Any
 
-from celery.events import Event, get_exchange
+from celery.events import get_exchange
 from celery.utils.time import utcoffset
 
 from worker import logs
@@ -48,31 +48,39 @@ class StageEvents:
         self.task = task
         self.article_id = article_id
         self.events: list[dict[str, Any]] = []
+        request = task.request
+        # What every event of this run shares (what celery.events.Event would add to each).
+        self._common = {"hostname": request.hostname, "pid": os.getpid(),
+                        "utcoffset": utcoffset(), "parent_id": request.id,
+                        "root_id": request.root_id or request.id,
+                        "retries": request.retries or 0, "kwargs": "{}"}
 
     def add(self, stage: str, outcome: str, started: float, seconds: float,
             error: str | None = None, *, article_id: str | None = None) -> None:
         """outcome: succeeded, failed or retried; started: wall-clock time the stage began;
         article_id: the article's (a batch's events name theirs one by one)."""
+        self._append(outcome, started, seconds, error, uuid=str(uuid.uuid4()),
+                     name=stage_task_name(stage), args=_args(article_id or self.article_id))
+
+    def add_task(self, outcome: str, started: float, seconds: float, error: str | None = None,
+                 *, article_ids: list[str | None]) -> None:
+        """The event of the running task itself (a batch: its worker's main process sends
+        none on success, see worker.tasks.BatchRequest), with only its articles' ids as args."""
         request = self.task.request
-        fields: dict[str, Any] = {
-            "uuid": str(uuid.uuid4()),
-            "name": stage_task_name(stage),
-            "parent_id": request.id,
-            "root_id": request.root_id or request.id,
-            "retries": request.retries or 0,
-            "args": _args(article_id or self.article_id),
-            "kwargs": "{}",
-            "received": started,
-            "started": started,
-            "timestamp": started + seconds,
-        }
+        self._append(outcome, started, seconds, error, uuid=request.id, name=self.task.name,
+                     args=repr(([{"id": i} for i in article_ids],)),
+                     parent_id=request.parent_id, root_id=request.root_id or request.id)
+
+    def _append(self, outcome: str, started: float, seconds: float, error: str | None,
+                **fields: Any) -> None:
+        event = {**self._common, "type": f"task-{outcome}", "clock": self.task.app.clock.forward(),
+                 "received": started, "started": started, "timestamp": started + seconds,
+                 **fields}
         if outcome == "succeeded":
-            fields.update(runtime=seconds, result="")
+            event.update(runtime=seconds, result="")
         else:
-            fields.update(exception=error or "", traceback="")
-        self.events.append(Event(f"task-{outcome}", hostname=request.hostname, pid=os.getpid(),
-                                 clock=self.task.app.clock.forward(), utcoffset=utcoffset(),
-                                 **fields))
+            event.update(exception=error or "", traceback="")
+        self.events.append(event)
 
     def send(self) -> None:
         events, self.events = self.events, []

@@ -42,6 +42,19 @@ _POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX documents_stored_at ON documents (stored_at)",
         "CREATE INDEX documents_duplicate_of ON documents (duplicate_of)",
     ]),
+    # A document (about 5 KB of JSONB) is compressed when stored: lz4 does it faster than
+    # the default pglz (batches of 8 corpus documents here: 0.45 -> 0.31-0.39 ms of write
+    # time per document) and reads back faster. Only where the server has lz4 (PostgreSQL
+    # 14+ built with it, as Debian's and the official images are); elsewhere pglz stays.
+    # New rows only: stored documents keep their compression until rewritten.
+    (2, [
+        """DO $$ BEGIN
+             IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression'
+                        AND 'lz4' = ANY(enumvals)) THEN
+               ALTER TABLE documents ALTER COLUMN doc SET COMPRESSION lz4;
+             END IF;
+           END $$""",
+    ]),
 ]
 
 
