@@ -28,7 +28,6 @@ import math
 import os
 import socket
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from queue import Empty
 from time import monotonic, time
@@ -253,27 +252,11 @@ class Channel(kombu_redis.Channel):
     _stranded = False  # a delivery failed after the move: check the pending list
     _atomic_pop: bool | None = None  # does the server have BLMOVE (asked once)
     _lease_due = 0.0
-    _sync_client = None  # see conn_or_acquire
 
     def __init__(self, *args, **kwargs):
         self.consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._pending: dict[str, str] = {}  # this consumer's pending lists -> their queue
         super().__init__(*args, **kwargs)
-
-    @contextmanager
-    def conn_or_acquire(self, client=None):
-        """kombu 5.6.2 builds a new redis.Redis object for every command it sends outside
-        the event loop (publish, ack, QoS bookkeeping): two for each event message, about
-        0.2 ms of CPU each time. One per channel and connection pool serves them all (the
-        pool still hands out a connection per command); a new pool gets a new client."""
-        if client:
-            yield client
-            return
-        pool = self.pool
-        cached = self._sync_client
-        if cached is None or cached.connection_pool is not pool:
-            cached = self._sync_client = self._create_client()
-        yield cached
 
     def _connparams(self, asynchronous=False):
         if self.tls_required and not self.connection.client.ssl:
