@@ -6,7 +6,8 @@ stage as its own task: for every stage it ran, the article task sends the task e
 task of that name would have sent (task-succeeded, -failed or -retried) under the stage's
 name (enrich.clean ... enrich.store), with an id of its own, the article task as parent and
 root, and its received/started times and runtime - so Flower's task list, its per-name
-counts and its runtimes show the stages as before.
+counts and its runtimes show the stages as before. A batch's message also carries the
+batch's own task-succeeded (its main process sends only its failures).
 
 Cost: all of one message's stage events (one article's, or a whole batch's) go in one
 message, sent when the task is done
@@ -62,12 +63,12 @@ class StageEvents:
         self._append(outcome, started, seconds, error, uuid=str(uuid.uuid4()),
                      name=stage_task_name(stage), args=_args(article_id or self.article_id))
 
-    def add_task(self, outcome: str, started: float, seconds: float, error: str | None = None,
-                 *, article_ids: list[str | None]) -> None:
-        """The event of the running task itself (a batch: its worker's main process sends
-        none on success, see worker.tasks.BatchRequest), with only its articles' ids as args."""
+    def add_task_succeeded(self, started: float, seconds: float, *,
+                           article_ids: list[str | None]) -> None:
+        """The running task's own task-succeeded (a batch: its worker's main process sends
+        only its failures, see worker.tasks.BatchRequest), its articles named by id only."""
         request = self.task.request
-        self._append(outcome, started, seconds, error, uuid=request.id, name=self.task.name,
+        self._append("succeeded", started, seconds, None, uuid=request.id, name=self.task.name,
                      args=repr(([{"id": i} for i in article_ids],)),
                      parent_id=request.parent_id, root_id=request.root_id or request.id)
 

@@ -529,29 +529,24 @@ def _run_batch(task, articles: Any) -> None:
                      f"{BATCH_TASK} takes a non-empty list of articles")
         raise Ignore()
     deliveries = _count_delivery(task)
-    if deliveries is not None and deliveries > 1:
-        log.warning("batch delivered again: each article goes on as a task of its own",
-                    deliveries=deliveries, articles=len(articles))
-        began, clock = time.time(), time.perf_counter()
-        for payload in articles:
-            _hand_off(task, payload, "clean")
-        events = StageEvents(task)
-        events.add_task("succeeded", began, time.perf_counter() - clock,
-                        article_ids=[_article_id(a) for a in articles])
-        events.send()
-        return
     events = StageEvents(task)
     began, clock = time.time(), time.perf_counter()
     try:
-        docs = [doc for payload in articles
-                if (doc := _batch_stages(task, payload, events, deliveries)) is not None]
-        if docs:
-            docs = _dedupe_batch(task, docs, events, deliveries)
-        if docs:
-            _store_batch(task, docs, events, deliveries)
+        if deliveries is not None and deliveries > 1:
+            log.warning("batch delivered again: each article goes on as a task of its own",
+                        deliveries=deliveries, articles=len(articles))
+            for payload in articles:
+                _hand_off(task, payload, "clean")
+        else:
+            docs = [doc for payload in articles
+                    if (doc := _batch_stages(task, payload, events, deliveries)) is not None]
+            if docs:
+                docs = _dedupe_batch(task, docs, events, deliveries)
+            if docs:
+                _store_batch(task, docs, events, deliveries)
         # The batch's own task-succeeded (failures and requeues: BatchRequest, below).
-        events.add_task("succeeded", began, time.perf_counter() - clock,
-                        article_ids=[_article_id(a) for a in articles])
+        events.add_task_succeeded(began, time.perf_counter() - clock,
+                                  article_ids=[_article_id(a) for a in articles])
     finally:
         structlog.contextvars.unbind_contextvars("article_id", "stage")
         events.send()
