@@ -113,6 +113,7 @@ class Bench:
         self.stage_rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in self.rounds}
         self.traffic: list[dict[str, Any]] = []  # Redis counters of each end-to-end round
         self.idle: dict[str, Any] | None = None
+        self.trail: list[dict[str, Any]] = []  # pool RSS after each phase of the worker
         self.figures = self._header()
 
     # --- article sets ----------------------------------------------------------------------
@@ -182,6 +183,11 @@ class Bench:
         self.stage_rounds["e2e"].append(self._stages(rows, indices))
         run.update(processes=e2e.concurrency)
         self.rounds["e2e"].append(run)
+        self.rss_trail(e2e, f"end to end, round {number}")
+
+    def rss_trail(self, e2e: EndToEnd, phase: str) -> None:
+        """The pool's RSS after a phase (``memory.after_phases``): where growth happened."""
+        self.trail.append({"phase": phase, "articles": e2e.published, **e2e.memory()})
 
     def collect_rounds(self) -> None:
         f, c = self.figures, str(self.options.concurrency)
@@ -230,6 +236,7 @@ class Bench:
                            workdir=workdir, say=self.say, worker_args=o.worker_args)
             e2e.start()
             e2e.warm_up(self.warm)
+            self.rss_trail(e2e, "warm-up")
             self.idle = e2e.idle(o.idle_seconds)
             for number in range(1, o.rounds + 1):
                 self.run_naive(number, server)
@@ -247,6 +254,7 @@ class Bench:
                 # Flower's view (task events) of that batch: each stage a task of its own.
                 f["e2e"].update(tasks_by_name=totals, stages_own_tasks=all(
                     totals.get(t, 0) >= len(batch) for t in STAGE_TASKS))
+                self.rss_trail(e2e, "Redis accounting")
                 self.save(f)
 
             rate = o.latency_load * f["e2e"]["articles_per_s"]
@@ -264,6 +272,7 @@ class Bench:
                 "processed_at": report.latency_figures(run["processed_at_ms"]),
                 "phase": run["phase"],
             }
+            self.rss_trail(e2e, "latency")
             self.save(f)
 
             checkpoints: list[dict[str, Any]] = []
@@ -273,7 +282,7 @@ class Bench:
                          f"({max(target - e2e.published, 0):,} more)")
                 next_index = e2e.grow_to(target, next_index, tag="mem-")
                 checkpoints.append({"articles": e2e.published, **e2e.memory()})
-                f["memory"] = report.memory_figures(checkpoints)
+                f["memory"] = {**report.memory_figures(checkpoints), "after_phases": self.trail}
                 self.save(f)
         except (Exception, KeyboardInterrupt, SystemExit) as exc:  # noqa: BLE001 - keep figures
             message = f"{type(exc).__name__}: {exc}"
