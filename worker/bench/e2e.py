@@ -172,10 +172,11 @@ class EndToEnd:
         if not replies:
             raise BenchError(f"the worker did not answer {command}")
 
-    def publish(self, articles: list[dict[str, Any]],
-                pace: float | None = None) -> dict[str, float]:
+    def publish(self, articles: list[dict[str, Any]], pace: float | None = None,
+                batch_size: int | None = None) -> dict[str, float]:
         """Publish with the project's producer; returns {id: wall time just before publish}.
-        With ``pace`` (articles/s) the i-th article goes out at start + i/pace."""
+        With ``pace`` (articles/s) the i-th article goes out at start + i/pace; ``batch_size``
+        overrides ENRICH_PUBLISH_BATCH_SIZE."""
         from worker.producer import publish
 
         sent: dict[str, float] = {}
@@ -190,7 +191,8 @@ class EndToEnd:
                 sent[article["id"]] = time.time()
                 yield article
 
-        report = publish(records(), settings=self.settings, celery_app=self.app)
+        report = publish(records(), settings=self.settings, celery_app=self.app,
+                         batch_size=batch_size)
         if report.rejected:
             raise BenchError(f"{len(report.rejected)} articles rejected at publish: "
                              f"{report.rejected[0]}")
@@ -243,9 +245,10 @@ class EndToEnd:
     def warm_up(self, articles: list[dict[str, Any]], rounds: int = 3) -> None:
         """Until every pool child has loaded its models. Which child runs which task is not
         ours to choose, so: another round while one child's RSS is under 80 % of the
-        largest (a child without spaCy is ~90 MB smaller)."""
+        largest (a child without spaCy is ~90 MB smaller). One article per message: a
+        whole warm-up set fits in one batch, which only one child would run."""
         for number in range(rounds):
-            self.publish([{**a, "id": f"{a['id']}.w{number}"} for a in articles])
+            self.publish([{**a, "id": f"{a['id']}.w{number}"} for a in articles], batch_size=1)
             self.wait_done(self.published)
             rss = self.memory()["rss_mb"]
             if rss and min(rss) >= 0.8 * max(rss):
