@@ -178,6 +178,14 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     assert all(len(c["rss_mb"]) == 2 and all(number(x) for x in c["rss_mb"])
                for c in memory["checkpoints"])
     assert number(memory["max_rss_mb"]) and number(memory["growth_pct"])
+    # The pool's RSS after every worker phase, in order; after the warm-up both children
+    # have loaded their models (within 80 % of each other: one without spaCy is far smaller).
+    phases = memory["after_phases"]
+    assert [p["phase"] for p in phases] == ["warm-up", "end to end, round 1",
+                                            "Redis accounting", "latency"]
+    assert [p["articles"] for p in phases] == sorted(p["articles"] for p in phases)
+    warm = phases[0]["rss_mb"]
+    assert len(warm) == 2 and min(warm) >= 0.8 * max(warm), warm
 
     redis_figures = figures["redis"]
     for key in ("commands_per_article", "bytes_in_per_article", "bytes_out_per_article",

@@ -562,6 +562,7 @@ def run_fault(name: str, base: Settings, *, articles: int | None = None, full: b
     root = Path(tempfile.mkdtemp(prefix="enrich-faults-")) if own_dir else workdir
     overrides = fault.settings(base) if fault.settings else {}
     server = None
+    keep = False  # a fault that found a problem keeps its workers' logs for whoever looks
     try:
         if fault.private_redis:
             if not redis_server.available():
@@ -578,9 +579,12 @@ def run_fault(name: str, base: Settings, *, articles: int | None = None, full: b
         finally:
             run.close()
         ledger.wall_s = round(time.monotonic() - started, 1)
+        if ledger.problems and own_dir:
+            keep = True
+            ledger.notes = f"{ledger.notes}; worker logs kept in {root / name}"
         return ledger
     finally:
         if server is not None:
             server.close()
-        if own_dir:
+        if own_dir and not keep:
             shutil.rmtree(root, ignore_errors=True)
