@@ -30,6 +30,7 @@ import redis
 from worker.bench import proc
 from worker.deadletter import DeadLetters
 from worker.faults.harness import event_time, kill_group, log_events, start_worker, stop_worker
+from worker.transport import _REGISTRY_SUFFIX
 from worker.settings import Settings
 
 WORDS = ("council harbour minister budget river storm election school railway museum hospital "
@@ -40,6 +41,7 @@ WORDS = ("council harbour minister budget river storm election school railway mu
          "scientists telescope glacier forest wildfire drought reservoir pipeline turbine").split()
 
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
+PENDING_REGISTRY_KEY = f"{UNACKED_KEY}{_REGISTRY_SUFFIX}"  # pending list -> its queue
 _RECEIVED = re.compile(r"^Task (\S+)\[([^\]]+)\] received$")
 
 
@@ -316,9 +318,19 @@ class Run:
             self.wait(self.idle, min(timeout, sweep + 30))
         return settled
 
+    def popped_now(self) -> int:
+        """Messages of this queue in consumers' pending lists (worker/transport.py): popped,
+        not yet recorded as unacknowledged. A consumer whose connection dropped right after
+        its pop leaves its message there until its lease lapses and a sweep puts it back."""
+        registry = self.redis.hgetall(PENDING_REGISTRY_KEY)
+        mine = [pending for pending, queue in registry.items()
+                if queue.decode() == self.settings.queue]
+        return sum(self.redis.llen(pending) for pending in mine)
+
     def idle(self) -> bool:
         try:
-            return not self.redis.llen(self.settings.queue) and not self.unacked_now()
+            return (not self.redis.llen(self.settings.queue) and not self.unacked_now()
+                    and not self.popped_now())
         except redis.RedisError:
             return False
 
