@@ -147,7 +147,7 @@ def _names_in(item: bytes) -> tuple[str | None, str | None]:
 # EXEC twice). MULTI/EXEC is not needed: every prefix of each pipeline is a safe state
 # (see QoS.append and QoS._remove_from_indices).
 
-_REGISTRY_SUFFIX = "_pending"
+PENDING_REGISTRY_SUFFIX = "_pending"
 
 # KEYS: registry, pending list, its lease key, its queue. Atomic, so a consumer renewing its
 # lease meanwhile keeps its list; the items go back to the head of the queue (next out).
@@ -267,7 +267,7 @@ class Channel(kombu_redis.Channel):
     # --- leases -------------------------------------------------------------------------
     @property
     def pending_registry(self) -> str:
-        return f"{self.unacked_key}{_REGISTRY_SUFFIX}"
+        return f"{self.unacked_key}{PENDING_REGISTRY_SUFFIX}"
 
     @property
     def lease_seconds(self) -> float:

@@ -30,8 +30,8 @@ import redis
 from worker.bench import proc
 from worker.deadletter import DeadLetters
 from worker.faults.harness import event_time, kill_group, log_events, start_worker, stop_worker
-from worker.transport import _REGISTRY_SUFFIX
 from worker.settings import Settings
+from worker.transport import PENDING_REGISTRY_SUFFIX
 
 WORDS = ("council harbour minister budget river storm election school railway museum hospital "
          "market farmers bridge festival court police energy prices workers village coast "
@@ -41,7 +41,7 @@ WORDS = ("council harbour minister budget river storm election school railway mu
          "scientists telescope glacier forest wildfire drought reservoir pipeline turbine").split()
 
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
-PENDING_REGISTRY_KEY = f"{UNACKED_KEY}{_REGISTRY_SUFFIX}"  # pending list -> its queue
+PENDING_REGISTRY_KEY = f"{UNACKED_KEY}{PENDING_REGISTRY_SUFFIX}"  # pending list -> its queue
 _RECEIVED = re.compile(r"^Task (\S+)\[([^\]]+)\] received$")
 
 
