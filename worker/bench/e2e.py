@@ -211,9 +211,13 @@ class EndToEnd:
     def dead_letters(self) -> int:
         return int(self.redis.client.llen(self.settings.dead_letter_key))
 
-    def wait_done(self, target: int, stall_timeout: float = 300, interval: float = 0.2) -> None:
+    def wait_done(self, target: int, stall_timeout: float = 300, interval: float = 1.0) -> None:
         """Until ``target`` articles are stored or dead-lettered; fails when nothing moves for
-        ``stall_timeout`` seconds or the worker exits."""
+        ``stall_timeout`` seconds or the worker exits. Once a second: each count is a scan of
+        the documents table in the PostgreSQL the worker writes to (2-3 ms at 8,000-10,000
+        rows), and at 5 a second it took about 0.3 % of the two cores from the worker during
+        the throughput rounds (growing with the table). The phases' clocks stop at the last
+        ``stored_at``, not at this poll."""
         last, moved = -1, time.monotonic()
         while (count := self.done()) < target:
             self._check_worker()
