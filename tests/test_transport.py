@@ -124,6 +124,26 @@ def test_a_delivered_message_is_recorded_unacked_and_out_of_the_pending_list(
         assert client.zscore("unacked_index", tag) is None
 
 
+def test_the_unacked_record_holds_the_envelope_exactly_as_it_was_on_the_queue(
+    redis_url, client, queue_name
+):
+    """The record kombu restores from is [envelope, exchange, routing key], the envelope the
+    bytes that were popped (not a re-encoding); a sweep puts back the same message."""
+    with connect(redis_url) as conn, connect(redis_url) as other:
+        q = publish_one(conn, queue_name, {"text": "Zürich – Київ", "n": 2})
+        (on_queue,) = client.lrange(queue_name, 0, -1)
+        message = receive_one(conn, q)
+        record = client.hget("unacked", message.delivery_tag)
+        assert record.startswith(b"[" + on_queue + b",")
+        assert json.loads(record) == [json.loads(on_queue), queue_name, queue_name]
+        long_ago = time.time() - 10 * OPTIONS["visibility_timeout"]
+        client.zadd("unacked_index", {message.delivery_tag: long_ago})  # not renewed
+        sweep(other.default_channel)
+        (restored,) = client.lrange(queue_name, 0, -1)
+        assert json.loads(restored)["body"] == json.loads(on_queue)["body"]
+        assert json.loads(restored)["properties"]["delivery_tag"] == message.delivery_tag
+
+
 def test_a_message_taken_but_never_recorded_goes_back_when_its_consumer_is_gone(
     redis_url, client, queue_name, monkeypatch
 ):

@@ -164,6 +164,17 @@ def _lease_key(pending: str | bytes) -> str:
     return f"{bytes_to_str(pending)}:lease"
 
 
+def unacked_record(envelope: bytes | str, exchange: str, routing_key: str) -> bytes:
+    """kombu's `unacked` entry, ``[envelope, exchange, routing_key]`` as JSON, made from the
+    envelope's bytes as popped (the JSON object the message was decoded from) instead of
+    re-encoding the decoded one: the same JSON value for restore, without 0.5 ms of the main
+    process's CPU per 16-article message (98 KB)."""
+    if isinstance(envelope, str):
+        envelope = envelope.encode()
+    return b"".join((b"[", envelope, b",", dumps(exchange).encode(), b",",
+                     dumps(routing_key).encode(), b"]"))
+
+
 class QoS(kombu_redis.QoS):
     """kombu's ack emulation without MULTI/EXEC, with the pending-list handover, and a sweep
     on a clock (every `unacked_restore_throttle` s) instead of every 10th call."""
@@ -183,8 +194,11 @@ class QoS(kombu_redis.QoS):
         # - all three: recorded, out of the pending list: the normal case.
         # HSET before ZADD would leave, after a crash, a hash entry no sweep ever finds.
         delivery = message.delivery_info
-        record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         popped = self.channel._take_popped()
+        if popped is not None:
+            record = unacked_record(popped[1], delivery["exchange"], delivery["routing_key"])
+        else:  # BRPOP (Redis before 6.2): kombu's record, re-encoded from the decoded message
+            record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         with self.channel.conn_or_acquire() as client:
             pipe = client.pipeline(transaction=False)
             pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
