@@ -19,7 +19,6 @@ TARGETS = (
     ("rss_growth_pct", "RSS growth between the first and last checkpoint, %", 5.0, False),
     ("redis_commands_per_article", "Redis commands per article", 25.0, False),
 )
-RATIO_TARGETS = frozenset({"e2e_vs_ceiling", "ceiling_vs_naive", "scaling_1_to_2"})
 
 
 def percentile(values: Iterable[float], p: float) -> float | None:
@@ -138,10 +137,11 @@ def targets(values: dict[str, Any], notes: dict[str, str] | None = None,
 
 
 # --- rendering -----------------------------------------------------------------------------
-def _fmt(value: Any, digits: int = 2) -> str:
+def _fmt(value: Any, digits: int | None = 2) -> str:
+    """``digits=None``: every digit the value was rounded to where it was computed."""
     if value is None:
         return "-"
-    if isinstance(value, float):
+    if isinstance(value, float) and digits is not None:
         return f"{value:,.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
@@ -231,8 +231,7 @@ def render(figures: dict[str, Any], console) -> None:
         met = {True: "[green]met[/green]", False: "[red]not met[/red]",
                None: "[yellow]not measured[/yellow]"}[target["met"]]
         noise = {True: "others busy", False: "quiet", None: "-"}[target.get("noisy")]
-        # Ratios to the digits they are decided on (0.9498 would print as 0.95).
-        digits = 4 if target["key"] in RATIO_TARGETS else 2
-        goals.add_row(target["target"], target["threshold"], _fmt(target["value"], digits), met,
-                      noise, _fmt(target.get("cpu_estimate"), digits))
+        # The value a target is decided on, not rounded again (0.9498 would print as 0.95).
+        goals.add_row(target["target"], target["threshold"], _fmt(target["value"], None), met,
+                      noise, _fmt(target.get("cpu_estimate"), None))
     console.print(goals)
