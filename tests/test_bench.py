@@ -124,6 +124,49 @@ def test_a_ratio_just_under_its_threshold_is_not_met_though_it_rounds_to_it():
     assert by_key["e2e_vs_ceiling"]["met"] is False
 
 
+def _run(articles: int, seconds: float, cpu_ms: float, other_cores: float = 0.0) -> dict:
+    return {"processes": 2, "articles": articles, "failed": 0, "seconds": seconds,
+            "articles_per_s": round(articles / seconds, 3), "cpu_ms_per_article": cpu_ms,
+            "rss_mb_per_process": [300.0, 300.0],
+            "phase": {"seconds": seconds, "cpu_seconds": {"bench": 0.1},
+                      "loadavg_before": [0.0, 0.0, 0.0], "other_cores": other_cores}}
+
+
+def test_a_ceiling_split_around_the_end_to_end_run_is_one_run_over_both_durations():
+    """Two halves count as their articles over their seconds together (a slower half weighs
+    more), not as the mean of their rates."""
+    from worker.bench.runner import _halves
+
+    both = _halves(_run(100, 1.0, 20.0, other_cores=0.1), _run(100, 3.0, 30.0, other_cores=0.5))
+    assert both["articles"] == 200 and both["seconds"] == 4.0
+    assert both["articles_per_s"] == 50.0  # not (100 + 33.3) / 2
+    assert both["cpu_ms_per_article"] == 25.0
+    assert both["halves_articles_per_s"] == [100.0, 33.333]
+    assert both["phase"]["other_cores"] == 0.4  # (0.1 * 1 + 0.5 * 3) / 4
+    assert both["phase"]["cpu_seconds"] == {"bench": 0.2}
+
+
+def test_end_to_end_against_ceiling_is_the_median_of_the_rounds_own_ratios():
+    """Each round's end-to-end run is divided by that round's ceiling, and the target takes
+    the median; the best end-to-end round over the best ceiling round (rounds 3 and 1 here:
+    1.0316) is only a note."""
+    from worker.bench.runner import Options, paired_rounds, target_values
+
+    e2e = [_run(1000, 10.0, 26.0), _run(1000, 12.5, 26.0), _run(1000, 9.5, 26.0)]
+    ceiling = [_run(1000, 9.8, 25.0), _run(1000, 11.0, 25.0), _run(1000, 11.5, 25.0)]
+    pairs = paired_rounds(e2e, ceiling)
+    assert [p["ratio"] for p in pairs] == [0.98, 0.88, 1.2105]
+    figures = {"ceiling": {"2": {**ceiling[0], "round": 1}}, "e2e": {**e2e[2], "round": 3},
+               "e2e_vs_ceiling_rounds": pairs, "stages": {}}
+    options = Options(articles=1000, latency_articles=10, rss_at=[10], accounting_articles=0)
+    values, notes, noisy, estimates = target_values(figures, options)
+    assert values["e2e_vs_ceiling"] == 0.98  # median of 0.98, 0.88, 1.2105
+    assert estimates["e2e_vs_ceiling"] == round(25.0 / 26.0, 4)
+    assert noisy["e2e_vs_ceiling"] is False
+    assert "0.98 0.88 1.2105" in notes["e2e_vs_ceiling"]
+    assert "best rounds 105.263 / 102.041 = 1.0316" in notes["e2e_vs_ceiling"]
+
+
 def test_memory_growth_compares_the_same_processes():
     points = [{"articles": 50, "pool_pids": [1, 2], "rss_mb": [200.0, 100.0]},
               {"articles": 100, "pool_pids": [1, 2], "rss_mb": [210.0, 101.0]}]
@@ -204,6 +247,12 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
         assert number(redis_figures[key]), key
     assert number(redis_figures["accounting"]["client_commands_per_article"])
     assert number(redis_figures["accounting"]["script_commands_per_article"])
+
+    # end to end against the ceiling round by round, the ceiling split around the end to end
+    (pair,) = figures["e2e_vs_ceiling_rounds"]
+    assert len(pair["ceiling_halves"]) == 2 and all(number(x) for x in pair["ceiling_halves"])
+    assert figures["ceiling"]["2"]["articles"] == figures["config"]["articles"]
+    assert figures["stages"]["ceiling_2"]["articles"] == figures["config"]["articles"]
 
     targets = {t["key"]: t for t in figures["targets"]}
     assert set(targets) == {key for key, *_ in report.TARGETS}

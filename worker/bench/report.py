@@ -168,6 +168,20 @@ def render(figures: dict[str, Any], console) -> None:
                      _fmt(cpu, 1), _fmt((run.get("phase") or {}).get("other_cores")))
     console.print(runs)
 
+    pairs = figures.get("e2e_vs_ceiling_rounds") or []
+    if pairs:
+        paired = Table(title="End to end ÷ ceiling, round by round (the ceiling half before and "
+                             "half after the end-to-end run)")
+        for column in ("round", "end to end /s", "ceiling /s", "ceiling halves /s", "ratio",
+                       "from CPU time", "noise"):
+            paired.add_column(column, justify="right")
+        for p in pairs:
+            paired.add_row(str(p["round"]), _fmt(p["e2e"], 1), _fmt(p["ceiling"], 1),
+                           " / ".join(_fmt(x, 1) for x in p.get("ceiling_halves") or []),
+                           _fmt(p["ratio"], None), _fmt(p["cpu_ratio"], None),
+                           {True: "others busy", False: "quiet", None: "-"}[p["noisy"]])
+        console.print(paired)
+
     stages = Table(title="Per stage: wall ms per article (per 1,000 characters) [CPU ms]")
     stages.add_column("stage")
     sources = [(k, v) for k, v in figures["stages"].items() if v]
