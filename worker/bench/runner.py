@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -140,9 +139,12 @@ def paired_rounds(e2e_rounds: list[dict[str, Any]],
             for number, (e, c) in enumerate(zip(e2e_rounds, ceiling_rounds), start=1)]
 
 
-def _median(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(statistics.median(values), 4) if values else None
+def _median(pairs: list[dict[str, Any]], key: str) -> tuple[float | None, list[dict[str, Any]]]:
+    """The median of ``key`` over the paired rounds, and the round(s) it comes from (the two
+    middle ones for an even count)."""
+    ranked = sorted((p for p in pairs if p[key] is not None), key=lambda p: p[key])
+    middle = ranked[(len(ranked) - 1) // 2:len(ranked) // 2 + 1]
+    return (round(sum(p[key] for p in middle) / len(middle), 4) if middle else None), middle
 
 
 def _best(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -166,7 +168,6 @@ class Bench:
         self.rounds: dict[str, list[dict[str, Any]]] = {"naive": [], "ceiling_1": [],
                                                          "ceiling_n": [], "e2e": []}
         self.stage_rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in self.rounds}
-        self.first_half: dict[str, Any] | None = None  # of this round's N-process ceiling
         self.traffic: list[dict[str, Any]] = []  # Redis counters of each end-to-end round
         self.idle: dict[str, Any] | None = None
         self.trail: list[dict[str, Any]] = []  # pool RSS after each phase of the worker
@@ -218,12 +219,12 @@ class Bench:
         self.stage_rounds["naive"].append(self._stages(run.pop("rows"), indices, naive.STAGES))
         self.rounds["naive"].append({**run, "phase": phase.figures})
 
-    def run_ceiling(self, number: int, processes: int, e2e: EndToEnd,
-                    half: int | None = None) -> None:
-        """The ceiling on all the articles, or on one half of them (``half`` 0: every other
-        article from the first, 1: the rest; the same language mix), kept until the other
-        half has run and counted as one run with it."""
-        articles, indices = self.articles()
+    def _ceiling(self, number: int, processes: int, e2e: EndToEnd,
+                 half: int | None = None) -> dict[str, Any]:
+        """One ceiling run, on all the articles or on one half of them (``half`` 0: every
+        other article from the first, 1: the rest; the same language mix). Its rows index
+        the whole article set either way."""
+        articles, _ = self.articles()
         if half is not None:
             articles = articles[half::2]
         which = "" if half is None else f", {('first', 'second')[half]} half"
@@ -232,18 +233,26 @@ class Bench:
         with proc.Phase(e2e.groups) as phase:
             run = ceiling.run(articles, processes, self.warm)
         run["phase"] = phase.figures
-        if half is not None:  # rows index the half: back to positions in the whole set
+        if half is not None:
             run["rows"] = [(2 * row[0] + half, *row[1:]) for row in run["rows"]]
-        if half == 0:
-            self.first_half = run
-            return
-        if half == 1:
-            first, self.first_half = self.first_half, None
-            rows = sorted(first.pop("rows") + run.pop("rows"), key=lambda row: row[0])
-            run = {**_halves(first, run), "rows": rows}
+        return run
+
+    def _record_ceiling(self, processes: int, run: dict[str, Any]) -> None:
         key = "ceiling_1" if processes == 1 else "ceiling_n"
-        self.stage_rounds[key].append(self._stages(run.pop("rows"), indices))
+        self.stage_rounds[key].append(self._stages(run.pop("rows"), self.indices))
         self.rounds[key].append(run)
+
+    def run_ceiling(self, number: int, processes: int, e2e: EndToEnd) -> None:
+        self._record_ceiling(processes, self._ceiling(number, processes, e2e))
+
+    def run_ceiling_around_e2e(self, number: int, processes: int, e2e: EndToEnd) -> None:
+        """Half the ceiling's articles, the end-to-end run, the other half: one ceiling run
+        measured around the end-to-end run it is compared with."""
+        first = self._ceiling(number, processes, e2e, half=0)
+        self.run_e2e(number, e2e)
+        second = self._ceiling(number, processes, e2e, half=1)
+        rows = sorted(first.pop("rows") + second.pop("rows"), key=lambda row: row[0])
+        self._record_ceiling(processes, {**_halves(first, second), "rows": rows})
 
     def run_e2e(self, number: int, e2e: EndToEnd) -> None:
         articles, indices = self.articles(f"t{number}-")
@@ -317,9 +326,7 @@ class Bench:
             for number in range(1, o.rounds + 1):
                 self.run_naive(number, server)
                 self.run_ceiling(number, 1, e2e)
-                self.run_ceiling(number, o.concurrency, e2e, half=0)
-                self.run_e2e(number, e2e)
-                self.run_ceiling(number, o.concurrency, e2e, half=1)
+                self.run_ceiling_around_e2e(number, o.concurrency, e2e)
                 self.collect_rounds()
                 self.save(f)
 
@@ -420,11 +427,9 @@ def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict
     latency = figures.get("latency") or {}
     pairs = figures.get("e2e_vs_ceiling_rounds") or []
     ratios = [p["ratio"] for p in pairs]
-    # the round(s) the median comes from (both middle ones for an even count): their noise
-    middle = sorted((p for p in pairs if p["ratio"] is not None), key=lambda p: p["ratio"])
-    middle = middle[(len(middle) - 1) // 2:len(middle) // 2 + 1]
+    paired_ratio, middle = _median(pairs, "ratio")
     values = {
-        "e2e_vs_ceiling": _median(ratios),
+        "e2e_vs_ceiling": paired_ratio,
         "stages_own_tasks": e2e.get("stages_own_tasks"),
         "ceiling_vs_naive": _ratio(_rate(one), _rate(naive_run)),
         # The stages' own cost: in process, one process, no other work of ours on the cores.
@@ -467,7 +472,7 @@ def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict
     processes = options.concurrency
     cpu_one, cpu_many = _cpu(one), _cpu(many)
     estimates = {
-        "e2e_vs_ceiling": _median([p["cpu_ratio"] for p in pairs]),
+        "e2e_vs_ceiling": _median(pairs, "cpu_ratio")[0],
         "ceiling_vs_naive": _ratio(_cpu(naive_run), cpu_one),
         "light_stages_ms": ceiling_light_cpu,
         "scaling_1_to_2": round(processes * cpu_one / cpu_many, 3) if cpu_one and cpu_many
