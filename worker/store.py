@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,18 +81,38 @@ def _columns(doc: dict[str, Any]) -> tuple:
     )
 
 
+_SQLITE_TIMEOUT = 30  # seconds a statement waits for another process's lock
+
+
 class SQLiteStore:
     def __init__(self, url: str) -> None:
         self.url = url
         path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=_SQLITE_TIMEOUT)
         self._lock = threading.Lock()
         with self._lock:
             if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._wal()
             self._migrate()
+
+    def _wal(self) -> None:
+        """WAL mode, waiting for other processes as any statement does. Switching a new file
+        to WAL can fail at once with "database is locked" while another process opening it
+        holds its lock (SQLite does not call the busy handler there: seen with 6 processes
+        opening one new file together, about 1 run in 12), so it is retried up to the same
+        timeout. The mode is kept in the file: once one process has set it, the others'
+        PRAGMA changes nothing."""
+        deadline = time.monotonic() + _SQLITE_TIMEOUT
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self) -> None:
         conn = self._conn
