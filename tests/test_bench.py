@@ -167,6 +167,44 @@ def test_end_to_end_against_ceiling_is_the_median_of_the_rounds_own_ratios():
     assert "best rounds 105.263 / 102.041 = 1.0316" in notes["e2e_vs_ceiling"]
 
 
+def test_scaling_is_the_median_of_each_rounds_n_over_1_process_ceiling():
+    """1 -> 2 processes is taken within each round and the target takes the median; the best
+    2-process round over the best 1-process round (rounds 3 and 2 here: 2.0) is only a note."""
+    from worker.bench.runner import Options, scaling_rounds, target_values
+
+    one = [_run(1000, 20.0, 20.0), _run(1000, 18.0, 20.0), _run(1000, 22.0, 20.0)]
+    many = [_run(1000, 10.5, 21.0), _run(1000, 10.0, 22.0), _run(1000, 9.0, 20.0)]
+    one = [{**run, "processes": 1} for run in one]
+    pairs = scaling_rounds(one, many)
+    assert [p["ratio"] for p in pairs] == [1.9048, 1.8, 2.4444]
+    assert [p["cpu_ratio"] for p in pairs] == [round(2 * 20 / 21, 4), round(2 * 20 / 22, 4), 2.0]
+    figures = {"ceiling": {"1": {**one[1], "round": 2}, "2": {**many[2], "round": 3}},
+               "scaling_rounds": pairs, "stages": {}}
+    options = Options(articles=1000, latency_articles=10, rss_at=[10], accounting_articles=0)
+    values, notes, noisy, estimates = target_values(figures, options)
+    assert values["scaling_1_to_2"] == 1.9048  # median of 1.9048, 1.8, 2.4444
+    assert estimates["scaling_1_to_2"] == round(2 * 20 / 21, 4)
+    assert noisy["scaling_1_to_2"] is False
+    assert "1.9048 1.8 2.4444" in notes["scaling_1_to_2"]
+    assert "best rounds 111.111 / 55.556 = 2.0" in notes["scaling_1_to_2"]
+
+
+def test_the_workers_log_warnings_are_counted_by_level_and_event(tmp_path):
+    """Warning and error lines of the worker's JSON log are counted; info lines and lines
+    that are not JSON (a traceback's) are not."""
+    from worker.bench.e2e import log_warnings
+
+    log = tmp_path / "worker.log"
+    lines = [{"level": "info", "event": "article enriched"},
+             {"level": "warning", "event": "gazetteer built in this process", "reason": "x"},
+             {"level": "warning", "event": "gazetteer built in this process", "reason": "y"},
+             {"level": "error", "event": "store unavailable"}]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\nTraceback (most recent...\n")
+    assert log_warnings(log) == {"warning: gazetteer built in this process": 2,
+                                 "error: store unavailable": 1}
+    assert log_warnings(tmp_path / "missing.log") == {}
+
+
 def test_memory_growth_compares_the_same_processes():
     points = [{"articles": 50, "pool_pids": [1, 2], "rss_mb": [200.0, 100.0]},
               {"articles": 100, "pool_pids": [1, 2], "rss_mb": [210.0, 101.0]}]
@@ -253,6 +291,12 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     assert len(pair["ceiling_halves"]) == 2 and all(number(x) for x in pair["ceiling_halves"])
     assert figures["ceiling"]["2"]["articles"] == figures["config"]["articles"]
     assert figures["stages"]["ceiling_2"]["articles"] == figures["config"]["articles"]
+    # 1 -> 2 processes round by round, the 1-process ceiling split around it too
+    (scaling,) = figures["scaling_rounds"]
+    assert len(scaling["ceiling_1_halves"]) == 2
+    assert all(number(x) for x in scaling["ceiling_1_halves"])
+    assert figures["ceiling"]["1"]["articles"] == figures["config"]["articles"]
+    assert figures["stages"]["ceiling_1"]["articles"] == figures["config"]["articles"]
 
     targets = {t["key"]: t for t in figures["targets"]}
     assert set(targets) == {key for key, *_ in report.TARGETS}
@@ -260,3 +304,4 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     for key in ("e2e_vs_ceiling", "ceiling_vs_naive", "light_stages_ms", "scaling_1_to_2"):
         assert number(targets[key]["cpu_estimate"]), key
     assert figures["dead_letters"] == 0
+    assert isinstance(figures["worker_log_warnings"], dict)

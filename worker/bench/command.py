@@ -61,9 +61,10 @@ def _stop_on_sigterm(*_) -> None:
 @click.option("--concurrency", "-c", type=click.IntRange(min=2), default=2, show_default=True,
               help="Pool processes of the worker, and processes of the second ceiling run.")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Repeat the throughput runs (naive, ceilings, end to end) this often, "
-                   "interleaved; each run's best round is its figure (others' load only "
-                   "ever slows a run).")
+              help="Repeat the throughput runs (naive, ceilings, end to end) this often. "
+                   "End to end ÷ ceiling and 1 -> N processes are taken within each round "
+                   "(both ceilings split around its end-to-end run) and their figure is the "
+                   "median of the rounds; the other runs' figure is their best round.")
 @click.option("--postgres-url", envvar="ENRICH_BENCH_POSTGRES_URL", default=DEFAULT_POSTGRES,
               show_default=True, help="PostgreSQL where a schema is made for the run and "
                                       "dropped after it (env ENRICH_BENCH_POSTGRES_URL).")

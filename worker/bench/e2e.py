@@ -19,6 +19,7 @@ phase, so its pool children's memory is measured after all the articles it has h
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -49,6 +50,24 @@ class BenchError(RuntimeError):
 def schema_url(base: str, schema: str) -> str:
     separator = "&" if "?" in base else "?"
     return f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+def log_warnings(path: Path) -> dict[str, int]:
+    """Warnings and errors in a worker's JSON log, counted by level and event: a worker that
+    had to work around something (a gazetteer built in process, say) is not the usual one."""
+    counts: dict[str, int] = {}
+    if not path.is_file():
+        return counts
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
+                event = f"{entry['level']}: {str(entry.get('event'))[:120]}"
+                counts[event] = counts.get(event, 0) + 1
+    return counts
 
 
 class EndToEnd:

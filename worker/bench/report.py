@@ -169,17 +169,27 @@ def render(figures: dict[str, Any], console) -> None:
     console.print(runs)
 
     pairs = figures.get("e2e_vs_ceiling_rounds") or []
+    scaling = {p["round"]: p for p in figures.get("scaling_rounds") or []}
     if pairs:
-        paired = Table(title="End to end ÷ ceiling, round by round (the ceiling half before and "
-                             "half after the end-to-end run)")
-        for column in ("round", "end to end /s", "ceiling /s", "ceiling halves /s", "ratio",
-                       "from CPU time", "noise"):
+        paired = Table(title="Round by round (each ceiling half before and half after the "
+                             "round's end-to-end run)")
+        for column in ("round", "end to end /s", "ceiling N /s (halves)", "e2e ÷ N",
+                       "from CPU", "ceiling 1 /s (halves)", "N ÷ 1", "from CPU", "noise"):
             paired.add_column(column, justify="right")
+
+        def rate(value, halves) -> str:
+            return f"{_fmt(value, 1)} ({' / '.join(_fmt(x, 1) for x in halves or [])})"
+
         for p in pairs:
-            paired.add_row(str(p["round"]), _fmt(p["e2e"], 1), _fmt(p["ceiling"], 1),
-                           " / ".join(_fmt(x, 1) for x in p.get("ceiling_halves") or []),
+            sc = scaling.get(p["round"], {})
+            flags = [p["noisy"], sc["noisy"]] if sc else [p["noisy"]]
+            noisy = True if True in flags else None if None in flags else False
+            paired.add_row(str(p["round"]), _fmt(p["e2e"], 1),
+                           rate(p["ceiling"], p.get("ceiling_halves")),
                            _fmt(p["ratio"], None), _fmt(p["cpu_ratio"], None),
-                           {True: "others busy", False: "quiet", None: "-"}[p["noisy"]])
+                           rate(sc.get("ceiling_1"), sc.get("ceiling_1_halves")) if sc else "-",
+                           _fmt(sc.get("ratio"), None), _fmt(sc.get("cpu_ratio"), None),
+                           {True: "others busy", False: "quiet", None: "-"}[noisy])
         console.print(paired)
 
     stages = Table(title="Per stage: wall ms per article (per 1,000 characters) [CPU ms]")
@@ -236,6 +246,11 @@ def render(figures: dict[str, Any], console) -> None:
         other.add_row("Redis bytes per article in / out",
                       f"{_fmt(redis_figures.get('bytes_in_per_article'), 0)} / "
                       f"{_fmt(redis_figures.get('bytes_out_per_article'), 0)}")
+    warnings = figures.get("worker_log_warnings")
+    if warnings is not None:
+        other.add_row("the worker's log: warnings and errors (count)",
+                      "\n".join(f"{event} ({count})" for event, count in warnings.items())
+                      or "none")
     console.print(other)
 
     goals = Table(title="Targets")

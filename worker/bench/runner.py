@@ -36,7 +36,7 @@ from typing import Any
 
 from worker.bench import ceiling, naive, proc, report
 from worker.bench.corpus import Corpus, warmup_indices
-from worker.bench.e2e import STAGE_TASKS, EndToEnd
+from worker.bench.e2e import STAGE_TASKS, EndToEnd, log_warnings
 from worker.bench.redisstats import PrivateRedis
 from worker.settings import get_settings
 
@@ -139,6 +139,23 @@ def paired_rounds(e2e_rounds: list[dict[str, Any]],
             for number, (e, c) in enumerate(zip(e2e_rounds, ceiling_rounds), start=1)]
 
 
+def scaling_rounds(one_rounds: list[dict[str, Any]],
+                   many_rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """N processes ÷ 1 process within each round (wall time, and from CPU time per
+    article: N × the 1-process CPU over the N-process CPU)."""
+    pairs = []
+    for number, (one, many) in enumerate(zip(one_rounds, many_rounds), start=1):
+        cpu_one, cpu_many = _cpu(one), _cpu(many)
+        pairs.append({
+            "round": number, "ceiling_1": _rate(one), "ceiling_n": _rate(many),
+            "ceiling_1_halves": one.get("halves_articles_per_s"),
+            "ratio": _ratio(_rate(many), _rate(one)),
+            "cpu_ratio": round(many["processes"] * cpu_one / cpu_many, 4)
+            if cpu_one and cpu_many else None,
+            "noisy": _noisy(one, many)})
+    return pairs
+
+
 def _median(pairs: list[dict[str, Any]], key: str) -> tuple[float | None, list[dict[str, Any]]]:
     """The median of ``key`` over the paired rounds, and the round(s) it comes from (the two
     middle ones for an even count)."""
@@ -205,8 +222,9 @@ class Bench:
             "versions": _versions(),
             "code": _code(),
             "ceiling": {}, "naive": None, "e2e": None, "e2e_vs_ceiling_rounds": [],
+            "scaling_rounds": [],
             "stages": {}, "latency": None,
-            "memory": None, "redis": None, "errors": [],
+            "memory": None, "redis": None, "errors": [], "worker_log_warnings": {},
         }
 
     # --- phases ----------------------------------------------------------------------------
@@ -242,17 +260,20 @@ class Bench:
         self.stage_rounds[key].append(self._stages(run.pop("rows"), self.indices))
         self.rounds[key].append(run)
 
-    def run_ceiling(self, number: int, processes: int, e2e: EndToEnd) -> None:
-        self._record_ceiling(processes, self._ceiling(number, processes, e2e))
-
-    def run_ceiling_around_e2e(self, number: int, processes: int, e2e: EndToEnd) -> None:
-        """Half the ceiling's articles, the end-to-end run, the other half: one ceiling run
-        measured around the end-to-end run it is compared with."""
-        first = self._ceiling(number, processes, e2e, half=0)
+    def run_ceilings_around_e2e(self, number: int, e2e: EndToEnd) -> None:
+        """Half the articles on 1 process, then on N; the end-to-end run; the other halves on
+        N, then on 1. Both ceilings are centred on the end-to-end run, so a steady drift of
+        the machine's speed cancels out of both of the round's ratios (end to end ÷ N
+        processes, N ÷ 1)."""
+        n = self.options.concurrency
+        one = self._ceiling(number, 1, e2e, half=0)
+        many = self._ceiling(number, n, e2e, half=0)
         self.run_e2e(number, e2e)
-        second = self._ceiling(number, processes, e2e, half=1)
-        rows = sorted(first.pop("rows") + second.pop("rows"), key=lambda row: row[0])
-        self._record_ceiling(processes, {**_halves(first, second), "rows": rows})
+        many = (many, self._ceiling(number, n, e2e, half=1))
+        one = (one, self._ceiling(number, 1, e2e, half=1))
+        for processes, (first, second) in ((1, one), (n, many)):
+            rows = sorted(first.pop("rows") + second.pop("rows"), key=lambda row: row[0])
+            self._record_ceiling(processes, {**_halves(first, second), "rows": rows})
 
     def run_e2e(self, number: int, e2e: EndToEnd) -> None:
         articles, indices = self.articles(f"t{number}-")
@@ -283,6 +304,7 @@ class Bench:
         f["naive"] = best["naive"]
         f["e2e"] = best["e2e"]
         f["e2e_vs_ceiling_rounds"] = paired_rounds(self.rounds["e2e"], self.rounds["ceiling_n"])
+        f["scaling_rounds"] = scaling_rounds(self.rounds["ceiling_1"], self.rounds["ceiling_n"])
         names = {"naive": "naive", "ceiling_1": "ceiling_1", "ceiling_n": f"ceiling_{c}",
                  "e2e": "e2e"}
         for key, name in names.items():
@@ -325,8 +347,7 @@ class Bench:
             self.idle = e2e.idle(o.idle_seconds)
             for number in range(1, o.rounds + 1):
                 self.run_naive(number, server)
-                self.run_ceiling(number, 1, e2e)
-                self.run_ceiling_around_e2e(number, o.concurrency, e2e)
+                self.run_ceilings_around_e2e(number, e2e)
                 self.collect_rounds()
                 self.save(f)
 
@@ -379,6 +400,7 @@ class Bench:
             if e2e is not None:
                 f["dead_letters"] = _quiet(e2e.dead_letters)
                 _quiet(e2e.stop)
+                f["worker_log_warnings"] = _quiet(lambda: log_warnings(workdir / "worker.log"))
             if server is not None:
                 server.stop()
             if not f["errors"]:
@@ -418,6 +440,13 @@ def _noisy(*runs: dict[str, Any] | None) -> bool | None:
     return any(o > NOISY_OTHER_CORES for o in others)
 
 
+def _noisy_pairs(pairs: list[dict[str, Any]]) -> bool | None:
+    """Whether others' load touched any of these paired rounds (None: not known for all)."""
+    if not pairs or any(p["noisy"] is None for p in pairs):
+        return None
+    return any(p["noisy"] for p in pairs)
+
+
 def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict, dict]:
     c = str(options.concurrency)
     one, many = figures["ceiling"].get("1"), figures["ceiling"].get(c)
@@ -428,13 +457,15 @@ def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict
     pairs = figures.get("e2e_vs_ceiling_rounds") or []
     ratios = [p["ratio"] for p in pairs]
     paired_ratio, middle = _median(pairs, "ratio")
+    scaling = figures.get("scaling_rounds") or []
+    scaling_ratio, scaling_middle = _median(scaling, "ratio")
     values = {
         "e2e_vs_ceiling": paired_ratio,
         "stages_own_tasks": e2e.get("stages_own_tasks"),
         "ceiling_vs_naive": _ratio(_rate(one), _rate(naive_run)),
         # The stages' own cost: in process, one process, no other work of ours on the cores.
         "light_stages_ms": report.light_stages_ms(stages.get("ceiling_1") or {}),
-        "scaling_1_to_2": _ratio(_rate(many), _rate(one)),
+        "scaling_1_to_2": scaling_ratio,
         "latency_p99_ms": (latency.get("stored_at") or {}).get("p99_ms"),
         "rss_max_mb": memory.get("max_rss_mb"),
         "rss_growth_pct": memory.get("growth_pct")
@@ -459,7 +490,13 @@ def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict
                            f"end to end (Redis dedupe index, 2 children beside the main "
                            f"process, Redis and PostgreSQL on the same cores): "
                            f"{report.light_stages_ms(stages.get('e2e') or {})} wall",
-        "scaling_1_to_2": f"{_rate(many)} / {_rate(one)} articles/s",
+        "scaling_1_to_2": "median of the rounds' ratios "
+                          f"{' '.join(str(p['ratio']) for p in scaling)} (each round's "
+                          "ceilings, both measured half before and half after its end-to-end "
+                          "run: " + "; ".join(f"{p['ceiling_n']} / {p['ceiling_1']} articles/s"
+                                              for p in scaling)
+                          + f"); best rounds {_rate(many)} / {_rate(one)} = "
+                          f"{_ratio(_rate(many), _rate(one))}",
         "latency_p99_ms": f"stored_at - publish time, {latency.get('articles')} articles at "
                           f"{latency.get('rate_per_s')}/s",
         "rss_max_mb": "VmRSS of the pool children at the checkpoints",
@@ -469,21 +506,18 @@ def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict
     }
     # The same ratios from CPU time per article instead of wall time: what the figures would be
     # on a machine nobody else uses, when the work is CPU-bound (it is here: every core busy).
-    processes = options.concurrency
-    cpu_one, cpu_many = _cpu(one), _cpu(many)
+    cpu_one = _cpu(one)
     estimates = {
         "e2e_vs_ceiling": _median(pairs, "cpu_ratio")[0],
         "ceiling_vs_naive": _ratio(_cpu(naive_run), cpu_one),
         "light_stages_ms": ceiling_light_cpu,
-        "scaling_1_to_2": round(processes * cpu_one / cpu_many, 3) if cpu_one and cpu_many
-        else None,
+        "scaling_1_to_2": _median(scaling, "cpu_ratio")[0],
     }
     noisy = {
-        "e2e_vs_ceiling": (any(p["noisy"] for p in middle)
-                           if middle and all(p["noisy"] is not None for p in middle) else None),
+        "e2e_vs_ceiling": _noisy_pairs(middle),
         "ceiling_vs_naive": _noisy(one, naive_run),
         "light_stages_ms": _noisy(one),
-        "scaling_1_to_2": _noisy(one, many),
+        "scaling_1_to_2": _noisy_pairs(scaling_middle),
         "latency_p99_ms": _noisy(latency) if latency else None,
     }
     return values, notes, noisy, estimates
