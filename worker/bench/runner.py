@@ -1,17 +1,17 @@
 """One benchmark run: every phase in order, on the same articles and cores.
 
 1. A private redis-server, then one `enrich worker` (prefork) on it, warmed up.
-2. Rounds (``--rounds``, default 1), each: naive peer, ceiling on 1 process, ceiling on N
-   processes for half the articles, end to end (the articles again under new ids, the
-   dedupe index reset, so every run meets them as new stories), then the ceiling on N
-   processes for the other half. Other people's work on the machine only ever slows a
-   run, so with several rounds each run's best round is its figure; every round is in the
-   JSON, with the CPU others used meanwhile (``other_cores``).
-   End to end ÷ ceiling is taken within each round, the two halves of the ceiling around
-   its end-to-end run: these machines' speed drifts by several percent within minutes
-   (once by a third within one run), and a ceiling measured only before the end-to-end
-   run puts that drift into the ratio; split around it, a steady drift cancels. The
-   figure is the median of the rounds' ratios.
+2. Rounds (``--rounds``, default 1), each: naive peer; the ceiling on 1 process, then on
+   N processes, for half the articles; end to end (the articles again under new ids, the
+   dedupe index reset, so every run meets them as new stories); the ceiling on N
+   processes, then on 1, for the other half. Other people's work on the machine only ever
+   slows a run, so with several rounds each run's best round is its figure; every round is
+   in the JSON, with the CPU others used meanwhile (``other_cores``).
+   End to end ÷ ceiling and N ÷ 1 processes are taken within each round, both ceilings
+   split around its end-to-end run: these machines' speed drifts by several percent
+   within minutes (once by a third within one run), and a ceiling measured only before the
+   end-to-end run, or in another round, puts that drift into the ratio; split around it,
+   a steady drift cancels. Each figure is the median of the rounds' ratios.
 3. Redis accounting (MONITOR) on a small batch, latency at a share of the measured
    end-to-end capacity, then memory checkpoints.
 
@@ -266,14 +266,15 @@ class Bench:
         the machine's speed cancels out of both of the round's ratios (end to end ÷ N
         processes, N ÷ 1)."""
         n = self.options.concurrency
-        one = self._ceiling(number, 1, e2e, half=0)
-        many = self._ceiling(number, n, e2e, half=0)
+        first = {1: self._ceiling(number, 1, e2e, half=0)}
+        first[n] = self._ceiling(number, n, e2e, half=0)
         self.run_e2e(number, e2e)
-        many = (many, self._ceiling(number, n, e2e, half=1))
-        one = (one, self._ceiling(number, 1, e2e, half=1))
-        for processes, (first, second) in ((1, one), (n, many)):
-            rows = sorted(first.pop("rows") + second.pop("rows"), key=lambda row: row[0])
-            self._record_ceiling(processes, {**_halves(first, second), "rows": rows})
+        second = {n: self._ceiling(number, n, e2e, half=1)}
+        second[1] = self._ceiling(number, 1, e2e, half=1)
+        for processes in (1, n):
+            a, b = first[processes], second[processes]
+            rows = sorted(a.pop("rows") + b.pop("rows"), key=lambda row: row[0])
+            self._record_ceiling(processes, {**_halves(a, b), "rows": rows})
 
     def run_e2e(self, number: int, e2e: EndToEnd) -> None:
         articles, indices = self.articles(f"t{number}-")
