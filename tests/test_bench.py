@@ -189,6 +189,14 @@ def test_scaling_is_the_median_of_each_rounds_n_over_1_process_ceiling():
     assert "best rounds 111.111 / 55.556 = 2.0" in notes["scaling_1_to_2"]
 
 
+def test_noise_of_several_runs_is_unknown_if_any_is_and_busy_if_any_was():
+    """Rounds combine their noise flags: one unknown makes it unknown, one busy makes it busy."""
+    assert report.combined_noise([False, False]) is False
+    assert report.combined_noise([False, True]) is True
+    assert report.combined_noise([True, None]) is None
+    assert report.combined_noise([]) is None
+
+
 def test_the_workers_log_warnings_are_counted_by_level_and_event(tmp_path):
     """Warning and error lines of the worker's JSON log are counted; info lines and lines
     that are not JSON (a traceback's) are not."""

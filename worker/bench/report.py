@@ -146,6 +146,14 @@ def _fmt(value: Any, digits: int | None = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def combined_noise(flags: Iterable[bool | None]) -> bool | None:
+    """Whether others' load touched any of these runs or rounds (None: not known for all)."""
+    flags = list(flags)
+    if not flags or None in flags:
+        return None
+    return any(flags)
+
+
 def render(figures: dict[str, Any], console) -> None:
     """The figures as tables (rich) on ``console``."""
     from rich.table import Table
@@ -182,8 +190,7 @@ def render(figures: dict[str, Any], console) -> None:
 
         for p in pairs:
             sc = scaling.get(p["round"], {})
-            flags = [p["noisy"], sc["noisy"]] if sc else [p["noisy"]]
-            noisy = True if True in flags else None if None in flags else False
+            noisy = combined_noise([p["noisy"], sc["noisy"]] if sc else [p["noisy"]])
             paired.add_row(str(p["round"]), _fmt(p["e2e"], 1),
                            rate(p["ceiling"], p.get("ceiling_halves")),
                            _fmt(p["ratio"], None), _fmt(p["cpu_ratio"], None),

@@ -441,13 +441,6 @@ def _noisy(*runs: dict[str, Any] | None) -> bool | None:
     return any(o > NOISY_OTHER_CORES for o in others)
 
 
-def _noisy_pairs(pairs: list[dict[str, Any]]) -> bool | None:
-    """Whether others' load touched any of these paired rounds (None: not known for all)."""
-    if not pairs or any(p["noisy"] is None for p in pairs):
-        return None
-    return any(p["noisy"] for p in pairs)
-
-
 def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict, dict]:
     c = str(options.concurrency)
     one, many = figures["ceiling"].get("1"), figures["ceiling"].get(c)
@@ -515,10 +508,10 @@ def target_values(figures: dict[str, Any], options: Options) -> tuple[dict, dict
         "scaling_1_to_2": _median(scaling, "cpu_ratio")[0],
     }
     noisy = {
-        "e2e_vs_ceiling": _noisy_pairs(middle),
+        "e2e_vs_ceiling": report.combined_noise(p["noisy"] for p in middle),
         "ceiling_vs_naive": _noisy(one, naive_run),
         "light_stages_ms": _noisy(one),
-        "scaling_1_to_2": _noisy_pairs(scaling_middle),
+        "scaling_1_to_2": report.combined_noise(p["noisy"] for p in scaling_middle),
         "latency_p99_ms": _noisy(latency) if latency else None,
     }
     return values, notes, noisy, estimates
