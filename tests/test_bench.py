@@ -167,6 +167,27 @@ def test_end_to_end_against_ceiling_is_the_median_of_the_rounds_own_ratios():
     assert "best rounds 105.263 / 102.041 = 1.0316" in notes["e2e_vs_ceiling"]
 
 
+def test_end_to_end_against_ceiling_splits_into_cpu_per_article_and_cores_kept_busy():
+    """Each round's ratio is the ceiling's CPU per article over end to end's (pool, main
+    process, Redis, PostgreSQL; not the bench's own polling) times the share of the cores
+    end to end kept busy over the ceiling's."""
+    from worker.bench.runner import paired_rounds
+
+    e2e = {**_run(1000, 12.0, 0.0), "cpu_ms_per_article": {
+        "worker_pool": 21.0, "worker_main": 0.2, "redis": 0.15, "postgres": 0.15, "bench": 5.0}}
+    ceiling = _run(1000, 11.0, 20.0)
+    (pair,) = paired_rounds([e2e], [ceiling])
+    gap = pair["gap"]
+    assert gap["cpu_ms_per_article"] == {"ceiling": 20.0, "worker_pool": 21.0,
+                                         "worker_main": 0.2, "redis": 0.15, "postgres": 0.15}
+    # 21.5 ms x 1,000 articles over 2 cores x 12 s; 20 ms x 1,000 over 2 x 11 s
+    assert gap["cores_busy"] == {"e2e": round(21.5 / 24, 4), "ceiling": round(20 / 22, 4)}
+    assert pair["cpu_ratio"] == round(20 / 21.5, 4)
+    assert gap["cores_busy_ratio"] == round((21.5 / 24) / (20 / 22), 4)
+    assert pair["ratio"] == round(11 / 12, 4)
+    assert abs(pair["cpu_ratio"] * gap["cores_busy_ratio"] - pair["ratio"]) < 0.001
+
+
 def test_scaling_is_the_median_of_each_rounds_n_over_1_process_ceiling():
     """1 -> 2 processes is taken within each round and the target takes the median; the best
     2-process round over the best 1-process round (rounds 3 and 2 here: 2.0) is only a note."""
@@ -297,6 +318,21 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     # end to end against the ceiling round by round, the ceiling split around the end to end
     (pair,) = figures["e2e_vs_ceiling_rounds"]
     assert len(pair["ceiling_halves"]) == 2 and all(number(x) for x in pair["ceiling_halves"])
+    # and where the difference goes: CPU per article of each process group, cores kept busy
+    gap = pair["gap"]
+    assert set(gap["cpu_ms_per_article"]) == {"ceiling", "worker_pool", "worker_main", "redis",
+                                              "postgres"}
+    assert all(number(x) for x in gap["cpu_ms_per_article"].values()), gap
+    assert all(0 < gap["cores_busy"][k] <= 1.05 for k in ("e2e", "ceiling")), gap
+    assert abs(pair["cpu_ratio"] * gap["cores_busy_ratio"] - pair["ratio"]) < 0.01, pair
+    # the tables print from these figures, the split of the round's ratio among them
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    report.render(figures, console)
+    printed = console.export_text()
+    assert "Where end to end loses against the ceiling" in printed
+    assert f"{pair['cpu_ratio']}" in printed and f"{gap['cores_busy_ratio']}" in printed
     assert figures["ceiling"]["2"]["articles"] == figures["config"]["articles"]
     assert figures["stages"]["ceiling_2"]["articles"] == figures["config"]["articles"]
     # 1 -> 2 processes round by round, the 1-process ceiling split around it too

@@ -154,6 +154,36 @@ def combined_noise(flags: Iterable[bool | None]) -> bool | None:
     return any(flags)
 
 
+_GROUPS = (("worker_pool", "pool children"), ("worker_main", "main process"),
+           ("redis", "Redis"), ("postgres", "PostgreSQL"))
+
+
+def _gap_table(pairs: list[dict[str, Any]]):
+    """Each round's end to end ÷ ceiling split in two: CPU per article (whose), and how much
+    of the cores each kept busy (runner.gap)."""
+    from rich.table import Table
+
+    table = Table(title="Where end to end loses against the ceiling: e2e ÷ N = CPU ratio × "
+                        "cores-busy ratio (CPU ms per article; share of the cores busy)")
+    for column in ("round", "e2e ÷ N", "CPU ratio", "cores-busy ratio (e2e / ceiling)",
+                   "ceiling CPU", *(name for _, name in _GROUPS)):
+        table.add_column(column, justify="right")
+    for p in pairs:
+        gap = p.get("gap") or {}
+        cpu, busy = gap.get("cpu_ms_per_article") or {}, gap.get("cores_busy") or {}
+        ceiling = cpu.get("ceiling")
+        pool = cpu.get("worker_pool")
+        pool_text = _fmt(pool)
+        if pool and ceiling:
+            pool_text += f" ({(pool / ceiling - 1) * 100:+.1f} %)"
+        table.add_row(str(p["round"]), _fmt(p["ratio"], None), _fmt(p["cpu_ratio"], None),
+                      f"{_fmt(gap.get('cores_busy_ratio'), None)} ({_fmt(busy.get('e2e'), 3)}"
+                      f" / {_fmt(busy.get('ceiling'), 3)})",
+                      _fmt(ceiling), pool_text,
+                      *(_fmt(cpu.get(key)) for key, _ in _GROUPS[1:]))
+    return table
+
+
 def render(figures: dict[str, Any], console) -> None:
     """The figures as tables (rich) on ``console``."""
     from rich.table import Table
@@ -198,6 +228,7 @@ def render(figures: dict[str, Any], console) -> None:
                            _fmt(sc.get("ratio"), None), _fmt(sc.get("cpu_ratio"), None),
                            {True: "others busy", False: "quiet", None: "-"}[noisy])
         console.print(paired)
+        console.print(_gap_table(pairs))
 
     stages = Table(title="Per stage: wall ms per article (per 1,000 characters) [CPU ms]")
     stages.add_column("stage")

@@ -131,12 +131,40 @@ def _halves(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
 
 def paired_rounds(e2e_rounds: list[dict[str, Any]],
                   ceiling_rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """End to end ÷ ceiling within each round (wall time, and from CPU time per article)."""
+    """End to end ÷ ceiling within each round (wall time, and from CPU time per article),
+    with where the difference goes (``gap``)."""
     return [{"round": number, "e2e": _rate(e), "ceiling": _rate(c),
              "ceiling_halves": c.get("halves_articles_per_s"),
              "ratio": _ratio(_rate(e), _rate(c)), "cpu_ratio": _ratio(_cpu(c), _cpu(e)),
-             "noisy": _noisy(e, c)}
+             "gap": gap(e, c), "noisy": _noisy(e, c)}
             for number, (e, c) in enumerate(zip(e2e_rounds, ceiling_rounds), start=1)]
+
+
+def _cores_busy(run: dict[str, Any]) -> float | None:
+    """The share of the run's cores its processes kept busy: their CPU over processes x wall."""
+    cpu, seconds = _cpu(run), run.get("seconds")
+    if not cpu or not seconds or not run.get("processes"):
+        return None
+    return round(cpu * run["articles"] / 1000 / (seconds * run["processes"]), 4)
+
+
+def gap(e2e: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """Where end to end loses against the ceiling on the same articles and cores:
+
+        e2e ÷ ceiling (wall) = CPU ratio x cores-busy ratio
+
+    the CPU ratio being the ceiling's CPU per article over end to end's (its pool children,
+    the worker's main process, Redis and PostgreSQL: ``cpu_ms_per_article``), and the
+    cores-busy ratio the share of the cores end to end kept busy over the ceiling's (time
+    when a child waits and nothing of ours runs: the hand-over between messages, the tail of
+    the last message, others' load)."""
+    cpu = e2e.get("cpu_ms_per_article")
+    groups = ({k: v for k, v in cpu.items() if k != "bench"} if isinstance(cpu, dict)
+              else {"worker_pool": cpu})
+    busy_e2e, busy_ceiling = _cores_busy(e2e), _cores_busy(ceiling)
+    return {"cpu_ms_per_article": {"ceiling": _cpu(ceiling), **groups},
+            "cores_busy": {"e2e": busy_e2e, "ceiling": busy_ceiling},
+            "cores_busy_ratio": _ratio(busy_e2e, busy_ceiling)}
 
 
 def scaling_rounds(one_rounds: list[dict[str, Any]],
