@@ -142,6 +142,7 @@ def test_a_ceiling_split_around_the_end_to_end_run_is_one_run_over_both_duration
     assert both["articles_per_s"] == 50.0  # not (100 + 33.3) / 2
     assert both["cpu_ms_per_article"] == 25.0
     assert both["halves_articles_per_s"] == [100.0, 33.333]
+    assert both["cpu_utilisation"] == round(25.0 * 200 / 1000 / (4.0 * 2), 3)
     assert both["phase"]["other_cores"] == 0.4  # (0.1 * 1 + 0.5 * 3) / 4
     assert both["phase"]["cpu_seconds"] == {"bench": 0.2}
 
@@ -332,7 +333,9 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     report.render(figures, console)
     printed = console.export_text()
     assert "Where end to end loses against the ceiling" in printed
-    assert f"{pair['cpu_ratio']}" in printed and f"{gap['cores_busy_ratio']}" in printed
+    busy = gap["cores_busy"]
+    assert (f"{gap['cores_busy_ratio']} ({busy['e2e']:.3f} / {busy['ceiling']:.3f})"
+            in printed), printed
     assert figures["ceiling"]["2"]["articles"] == figures["config"]["articles"]
     assert figures["stages"]["ceiling_2"]["articles"] == figures["config"]["articles"]
     # 1 -> 2 processes round by round, the 1-process ceiling split around it too

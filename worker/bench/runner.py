@@ -106,15 +106,17 @@ def _halves(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
         + second["cpu_ms_per_article"] * second["articles"]
     a, b = first["phase"], second["phase"]
     others = [p.get("other_cores") for p in (a, b)]
-    return {
+    both = {
         "processes": first["processes"],
         "articles": articles,
         "failed": first["failed"] + second["failed"],
         "seconds": round(seconds, 3),
         "articles_per_s": round(articles / seconds, 3) if seconds else None,
         "cpu_ms_per_article": round(cpu / articles, 3),
-        "cpu_utilisation": round(cpu / 1000 / (seconds * first["processes"]), 3)
-        if seconds else None,
+    }
+    return {
+        **both,
+        "cpu_utilisation": _cores_busy(both, digits=3),
         "rss_mb_per_process": second["rss_mb_per_process"],
         "halves_articles_per_s": [first["articles_per_s"], second["articles_per_s"]],
         "phase": {
@@ -140,12 +142,13 @@ def paired_rounds(e2e_rounds: list[dict[str, Any]],
             for number, (e, c) in enumerate(zip(e2e_rounds, ceiling_rounds), start=1)]
 
 
-def _cores_busy(run: dict[str, Any]) -> float | None:
-    """The share of the run's cores its processes kept busy: their CPU over processes x wall."""
+def _cores_busy(run: dict[str, Any], digits: int = 4) -> float | None:
+    """The share of the run's cores its processes kept busy: their CPU over processes x wall
+    (a ceiling's ``cpu_utilisation``)."""
     cpu, seconds = _cpu(run), run.get("seconds")
     if not cpu or not seconds or not run.get("processes"):
         return None
-    return round(cpu * run["articles"] / 1000 / (seconds * run["processes"]), 4)
+    return round(cpu * run["articles"] / 1000 / (seconds * run["processes"]), digits)
 
 
 def gap(e2e: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
