@@ -12,18 +12,25 @@ batch's own task-succeeded (its main process sends only its failures).
 Cost: all of one message's stage events (one article's, or a whole batch's) go in one
 message, sent when the task is done
 (one Redis PUBLISH; Celery's receivers take a list of events, which is how a worker's
-main process batches its own). Monitoring only: when the broker does not take them after a
+main process batches its own), encoded by orjson (a 16-article batch's 81 events: 0.06 ms,
+against 0.8 ms with kombu's JSON encoder; the same JSON to every receiver), each event's id
+numbered within one random UUID per run (a uuid4 per event cost 6.6 us, five times per
+article). Monitoring only: when the broker does not take them after a
 short retry they are dropped with a warning, and the article goes on.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from celery.events import get_exchange
 from celery.utils.time import utcoffset
+from kombu.utils.json import dumps as kombu_dumps
 
 from worker import logs
 
@@ -35,6 +42,21 @@ _RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval
 
 def stage_task_name(stage: str) -> str:
     return f"{STAGE_TASK_PREFIX}{stage}"
+
+
+def _event_ids() -> Iterator[str]:
+    """Task ids for one run's events: one random UUID, its last 8 hex digits a counter
+    (unique within the run; 80 random bits apart from every other run's)."""
+    head = uuid.uuid4().hex[:24]
+    head = f"{head[:8]}-{head[8:12]}-{head[12:16]}-{head[16:20]}-{head[20:]}"
+    return (f"{head}{n:08x}" for n in itertools.count())
+
+
+def _encode(events: list[dict[str, Any]]) -> bytes:
+    try:
+        return orjson.dumps(events)
+    except TypeError:  # orjson.JSONEncodeError: text that is not UTF-8 (a lone surrogate)
+        return kombu_dumps(events).encode("ascii")
 
 
 def _args(article_id: str | None) -> str:
@@ -49,6 +71,7 @@ class StageEvents:
         self.task = task
         self.article_id = article_id
         self.events: list[dict[str, Any]] = []
+        self._ids = _event_ids()
         request = task.request
         # What every event of this run shares (what celery.events.Event would add to each).
         self._common = {"hostname": request.hostname, "pid": os.getpid(),
@@ -60,7 +83,7 @@ class StageEvents:
             error: str | None = None, *, article_id: str | None = None) -> None:
         """outcome: succeeded, failed or retried; started: wall-clock time the stage began;
         article_id: the article's (a batch's events name theirs one by one)."""
-        self._append(outcome, started, seconds, error, uuid=str(uuid.uuid4()),
+        self._append(outcome, started, seconds, error, uuid=next(self._ids),
                      name=stage_task_name(stage), args=_args(article_id or self.article_id))
 
     def add_task_succeeded(self, started: float, seconds: float, *,
@@ -92,8 +115,9 @@ class StageEvents:
             with app.producer_or_acquire() as producer:
                 exchange = get_exchange(producer.connection, name=app.conf.event_exchange)
                 producer.publish(
-                    events, exchange=exchange.name, routing_key="task.multi",
-                    declare=[exchange], serializer=app.conf.event_serializer,
+                    _encode(events), content_type="application/json",
+                    content_encoding="utf-8", exchange=exchange.name, routing_key="task.multi",
+                    declare=[exchange],
                     headers={"hostname": self.task.request.hostname}, delivery_mode=1,
                     retry=True, retry_policy=_RETRY)
         except Exception as exc:  # noqa: BLE001 - monitoring must never fail an article
