@@ -113,22 +113,30 @@ class Resources:
         from worker.stages.cleaning import clean
         from worker.stages.dedupe import Deduplicator
         from worker.stages.entities import EntityTagger
-        from worker.stages.language import LanguageDetector, Shortlist
+        from worker.memory import LibraryPages, at_most_every
+        from worker.stages.language import LanguageDetector, Shortlist, lingua_library
 
         s = self.settings
+        language = LanguageDetector(
+            languages=s.language_languages, sample_chars=s.language_sample_chars,
+            head_chars=s.language_head_chars, candidates=s.language_candidates,
+            min_chars=s.language_min_chars, min_confidence=s.language_min_confidence,
+            word_min_confidence=s.language_word_min_confidence,
+            hint_min_confidence=s.language_hint_min_confidence,
+            preload=s.language_preload,
+            shortlist=Shortlist() if s.language_shortlist else None,
+            shortlist_size=s.language_shortlist,
+        )
+        # Loaded models live on the heap; the pages of lingua's library they (and each
+        # narrower detector built later) were read from need not stay in this process's RSS
+        # (worker/memory.py): released now, and after a build at most once a second.
+        lingua_pages = LibraryPages(lingua_library())
+        lingua_pages.release()
+        language.after_build = at_most_every(1.0, lingua_pages.release)
         return Pipeline(
             {
                 "clean": partial(clean, include_comments=s.clean_include_comments),
-                "language": LanguageDetector(
-                    languages=s.language_languages, sample_chars=s.language_sample_chars,
-                    head_chars=s.language_head_chars, candidates=s.language_candidates,
-                    min_chars=s.language_min_chars, min_confidence=s.language_min_confidence,
-                    word_min_confidence=s.language_word_min_confidence,
-                    hint_min_confidence=s.language_hint_min_confidence,
-                    preload=s.language_preload,
-                    shortlist=Shortlist() if s.language_shortlist else None,
-                    shortlist_size=s.language_shortlist,
-                ),
+                "language": language,
                 "entities": EntityTagger(
                     self.models, gazetteer_for=self.models.gazetteer,
                     fallback_languages=s.entity_fallback_languages,

@@ -68,7 +68,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 UNDETERMINED = "und"
@@ -354,6 +354,15 @@ def bundled_lid_model() -> str:
     return str(Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz")
 
 
+def lingua_library() -> str:
+    """Path of lingua's compiled library, which holds its language models (compressed)."""
+    import sys
+
+    import lingua  # noqa: F401 - loads lingua.lingua
+
+    return sys.modules["lingua.lingua"].__file__
+
+
 class Shortlist:
     """fastText's language-ID model: the few languages a text is most likely in, as the
     model names them (ISO 639-1 mostly; ``no``, ``sh`` and a few 3-letter codes too)."""
@@ -394,7 +403,10 @@ class LanguageDetector:
         preload: bool = False,
         shortlist: Any = None,
         shortlist_size: int = 8,
+        after_build: Callable[[], None] | None = None,
     ) -> None:
+        """after_build: called after each narrower detector is built (building one reads
+        lingua's library, whose pages the caller may want out of its RSS: worker/memory.py)."""
         from lingua import Language, LanguageDetectorBuilder
 
         known = {lang.iso_code_639_1.name.lower(): lang for lang in Language.all()}
@@ -418,6 +430,7 @@ class LanguageDetector:
         self.preload = preload
         self.shortlist = shortlist
         self.shortlist_size = shortlist_size
+        self.after_build = after_build
         # Languages the shortlist can never name: always on it.
         self._unnamed = self.languages - frozenset().union(
             *(_codes_of(name) for name in (shortlist.names if shortlist else ())))
@@ -439,6 +452,8 @@ class LanguageDetector:
                 if len(self._narrow) >= 1024:
                     self._narrow.clear()
                 detector = self._narrow[codes] = self._build(self._language[c] for c in codes)
+            if self.after_build is not None:
+                self.after_build()
         return detector
 
     def _values(self, codes: frozenset[str] | None, text: str) -> list[tuple[str, float]]:

@@ -1,0 +1,103 @@
+"""Pages of lingua's library out of the worker's RSS (worker/memory.py), on the real library
+and the real /proc of this process."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import time
+
+import pytest
+
+from worker.memory import LibraryPages, _read_only_ranges, at_most_every
+from worker.resources import Resources
+from worker.settings import Settings
+from worker.stages.language import LanguageDetector, lingua_library
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+
+TEXTS = {
+    "de": "Die Stadtverwaltung hat am Montag angekündigt, dass die alte Brücke über den Fluss "
+          "im nächsten Frühjahr vollständig erneuert werden soll.",
+    "ru": "Городской совет в понедельник объявил, что старый мост через реку будет полностью "
+          "отремонтирован следующей весной.",
+    "en": "The city council announced on Monday that the old bridge over the river will be "
+          "completely rebuilt next spring.",
+}
+
+SMAPS = """\
+7f0000000000-7f0000100000 r--p 00000000 fd:01 42 /lib/x.so
+Rss:                 400 kB
+Anonymous:             0 kB
+7f0000100000-7f0000200000 r-xp 00100000 fd:01 42 /lib/x.so
+Rss:                 300 kB
+Anonymous:             0 kB
+7f0000200000-7f0000300000 r--p 00200000 fd:01 42 /lib/x.so
+Rss:                  64 kB
+Anonymous:            64 kB
+7f0000300000-7f0000400000 r--p 00000000 fd:01 43 /lib/y.so
+Rss:                 100 kB
+Anonymous:             0 kB
+7f0000400000-7f0000500000 r--p 00300000 fd:01 42 /lib/x.so
+Rss:                  12 kB
+Anonymous:             0 kB
+"""
+
+
+def test_only_never_written_read_only_mappings_of_the_file_are_chosen():
+    """Code, another file, and a read-only mapping holding written pages (relocations) are
+    left alone: dropping those would lose what was written."""
+    assert _read_only_ranges("/lib/x.so", SMAPS) == [
+        (0x7F0000000000, 0x7F0000100000, 400), (0x7F0000400000, 0x7F0000500000, 12)]
+
+
+def test_release_drops_the_library_pages_and_detection_answers_the_same():
+    """With all of lingua's read-only data resident, releasing leaves (almost) none of it,
+    and every answer after it is the one before."""
+    detector = LanguageDetector(preload=True)
+    before = {code: detector.detect(text) for code, text in TEXTS.items()}
+    pages = LibraryPages(lingua_library())
+    for start, length in pages._ranges:  # read it all, whatever this process did before
+        ctypes.string_at(start, length)
+    resident = pages.resident_kb()
+    assert resident > 20 * 1024, "lingua's models are not in its library's read-only data?"
+    pages.release()
+    assert pages.resident_kb() < 1024
+    after = {code: detector.detect(text) for code, text in TEXTS.items()}
+    assert after == before
+    assert {code: found["code"] for code, found in after.items()} == {
+        "de": "de", "ru": "ru", "en": "en"}
+
+
+def test_a_file_that_is_not_mapped_releases_nothing():
+    """A path this process has not loaded: nothing to release, and no error."""
+    pages = LibraryPages("/nonexistent/library.so")
+    pages.release()
+    assert pages.resident_kb() == 0
+
+
+def test_at_most_every_skips_calls_within_the_interval():
+    """The first call runs; calls within the interval do not; with no interval each does."""
+    calls = []
+    throttled = at_most_every(3600, lambda: calls.append(1))
+    for _ in range(5):
+        throttled()
+    assert calls == [1]
+    every = at_most_every(0, lambda: calls.append(2))
+    every()
+    every()
+    assert calls == [1, 2, 2]
+
+
+def test_the_workers_language_stage_releases_lingua_pages_after_building_detectors():
+    """The pipeline a worker builds releases lingua's pages once the models are loaded, and
+    hands the language stage a release to run after it builds a narrower detector (at most
+    once a second)."""
+    stage = Resources(Settings(language_preload=True), embedded=True).pipeline.stages["language"]
+    pages = LibraryPages(lingua_library())
+    assert pages.resident_kb() < 1024, "not released after the models were loaded"
+    for code, text in TEXTS.items():  # long texts: narrower detectors are built
+        assert stage.detect(" ".join([text] * 20))["code"] == code
+    time.sleep(1.05)
+    stage.after_build()
+    assert pages.resident_kb() < 1024
