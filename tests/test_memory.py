@@ -101,3 +101,10 @@ def test_the_workers_language_stage_releases_lingua_pages_after_building_detecto
     time.sleep(1.05)
     stage.after_build()
     assert pages.resident_kb() < 1024
+
+
+def test_with_release_pages_off_the_language_stage_gets_no_release():
+    """ENRICH_LANGUAGE_RELEASE_PAGES=false: lingua's pages are left as the kernel maps them."""
+    stage = Resources(Settings(language_release_pages=False),
+                      embedded=True).pipeline.stages["language"]
+    assert stage.after_build is None

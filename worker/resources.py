@@ -130,9 +130,10 @@ class Resources:
         # Loaded models live on the heap; the pages of lingua's library they (and each
         # narrower detector built later) were read from need not stay in this process's RSS
         # (worker/memory.py): released now, and after a build at most once a second.
-        lingua_pages = LibraryPages(lingua_library())
-        lingua_pages.release()
-        language.after_build = at_most_every(1.0, lingua_pages.release)
+        if s.language_release_pages:
+            lingua_pages = LibraryPages(lingua_library())
+            lingua_pages.release()
+            language.after_build = at_most_every(1.0, lingua_pages.release)
         return Pipeline(
             {
                 "clean": partial(clean, include_comments=s.clean_include_comments),

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     language_preload: bool = Field(
         False, description="Load every language model when the detector is built (not lazily)."
     )
+    language_release_pages: bool = Field(
+        True,
+        description="Drop the pages of lingua's library (where its models are stored) from "
+        "each process's RSS once the models are loaded and after a detector is built, at most "
+        "once a second: a fresh install otherwise holds up to 70 MB more per process.",
+    )
     language_seed: int = Field(
         0, description="Unused (lingua is deterministic); kept so old configurations stay valid."
     )
