@@ -225,3 +225,28 @@ def test_health_probe_does_not_import_metrics():
             "bad = {'prometheus_client', 'spacy', 'trafilatura'} & set(sys.modules); "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_metrics_directory_the_process_made_goes_when_it_exits_not_when_a_child_does():
+    """Without PROMETHEUS_MULTIPROC_DIR, worker.ops makes a temporary one: a forked child
+    leaving keeps it (the parent still writes there), the process that made it removes it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys, worker.ops\n"
+        "path = os.environ['PROMETHEUS_MULTIPROC_DIR']\n"
+        "print(path, flush=True)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(os.path.isdir(path), flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    path, after_child = out[0], out[1]
+    assert os.path.basename(path).startswith("enrich-metrics-")
+    assert after_child == "True"
+    assert not os.path.exists(path)

@@ -21,7 +21,9 @@ it creates metric files, so probes and CLI commands never import it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +38,16 @@ REJECT_REASONS = {"invalid_article", "too_large", "malformed_message", "empty_af
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # before prometheus_client is imported
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="enrich-metrics-")
+    _OWN_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="enrich-metrics-")
+    _OWNER = os.getpid()
+
+    @atexit.register
+    def _remove_own_metrics_dir() -> None:
+        # Only the process that made it (a forked child inherits this handler, and the
+        # directory is its parent's to keep).
+        if os.getpid() == _OWNER:
+            shutil.rmtree(_OWN_DIR, ignore_errors=True)
+
 _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 _METRICS_DIR.mkdir(parents=True, exist_ok=True)
 # Samples of an earlier run in a reused directory (one directory per worker) go now, before
