@@ -98,6 +98,9 @@ def test_the_workers_language_stage_releases_lingua_pages_after_building_detecto
     assert pages.resident_kb() < 1024, "not released after the models were loaded"
     for code, text in TEXTS.items():  # long texts: narrower detectors are built
         assert stage.detect(" ".join([text] * 20))["code"] == code
+    for start, length in pages._ranges:  # all of it resident, so the release must show
+        ctypes.string_at(start, length)
+    assert pages.resident_kb() > 20 * 1024
     time.sleep(1.05)
     stage.after_build()
     assert pages.resident_kb() < 1024

@@ -110,13 +110,18 @@ class Resources:
     def pipeline(self) -> Pipeline:
         # Imported here so that importing this module (the producer does, via tasks'
         # names) never pulls in trafilatura, spaCy or numpy.
+        from worker.memory import LibraryPages, at_most_every
         from worker.stages.cleaning import clean
         from worker.stages.dedupe import Deduplicator
         from worker.stages.entities import EntityTagger
-        from worker.memory import LibraryPages, at_most_every
         from worker.stages.language import LanguageDetector, Shortlist, lingua_library
 
         s = self.settings
+        # Loaded models live on the heap; the pages of lingua's library they (and each
+        # narrower detector built later) were read from need not stay in this process's RSS
+        # (worker/memory.py): released once the models are loaded, and after a build at most
+        # once a second.
+        lingua_pages = LibraryPages(lingua_library()) if s.language_release_pages else None
         language = LanguageDetector(
             languages=s.language_languages, sample_chars=s.language_sample_chars,
             head_chars=s.language_head_chars, candidates=s.language_candidates,
@@ -126,14 +131,10 @@ class Resources:
             preload=s.language_preload,
             shortlist=Shortlist() if s.language_shortlist else None,
             shortlist_size=s.language_shortlist,
+            after_build=at_most_every(1.0, lingua_pages.release) if lingua_pages else None,
         )
-        # Loaded models live on the heap; the pages of lingua's library they (and each
-        # narrower detector built later) were read from need not stay in this process's RSS
-        # (worker/memory.py): released now, and after a build at most once a second.
-        if s.language_release_pages:
-            lingua_pages = LibraryPages(lingua_library())
+        if lingua_pages is not None:
             lingua_pages.release()
-            language.after_build = at_most_every(1.0, lingua_pages.release)
         return Pipeline(
             {
                 "clean": partial(clean, include_comments=s.clean_include_comments),
