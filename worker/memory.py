@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import structlog
+from worker import logs
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 _MADV_DONTNEED = 4
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+ *(.*)$")
