@@ -1,15 +1,21 @@
-"""Pages of lingua's library out of the worker's RSS (worker/memory.py), on the real library
-and the real /proc of this process."""
+"""Pages of lingua's library out of the worker's RSS, and glibc's malloc thresholds fixed in
+the worker (worker/memory.py), on the real library, the real allocator and the real /proc."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import platform
+import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
 
-from worker.memory import LibraryPages, _read_only_ranges, at_most_every
+from pydantic import ValidationError
+
+from worker.memory import LibraryPages, _read_only_ranges, at_most_every, tune_malloc
 from worker.resources import Resources
 from worker.settings import Settings
 from worker.stages.language import LanguageDetector, lingua_library
@@ -111,3 +117,70 @@ def test_with_release_pages_off_the_language_stage_gets_no_release():
     stage = Resources(Settings(language_release_pages=False),
                       embedded=True).pipeline.stages["language"]
     assert stage.after_build is None
+
+
+# --- malloc thresholds ---------------------------------------------------------------------
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc's mallopt")
+
+# A batch as the worker handles one: many mid-sized blocks and a large one, all freed at the
+# end. The faults of 20 such batches after a first are printed (by a forked child with
+# "fork": it inherits the process's thresholds, as a pool child does from the worker).
+BATCHES = textwrap.dedent("""
+    import os, resource, sys
+
+    def batches():
+        def batch():
+            blocks = [b"x" * 100_000 for _ in range(200)]
+            large = b"y" * 3_000_000
+            del blocks, large
+        batch()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            batch()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+""")
+
+
+def _faults(setup: str, env: dict[str, str] | None = None, fork: bool = False) -> int:
+    child = ("read, write = os.pipe()\n"
+             "if os.fork() == 0:\n"
+             "    os.write(write, str(batches()).encode()); os._exit(0)\n"
+             "os.wait(); print(os.read(read, 64).decode())\n") if fork else "print(batches())\n"
+    out = subprocess.run([sys.executable, "-c", BATCHES + setup + "\n" + child],
+                         env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                         check=True, timeout=120)
+    return int(out.stdout.split()[-1])
+
+
+@glibc
+def test_fixed_thresholds_keep_a_batchs_memory_for_the_next_batch():
+    """With glibc's moving thresholds every batch gives its heap back and faults it in again
+    (thousands of faults a batch); with them fixed the next batches take almost none."""
+    moving = _faults("")
+    fixed = _faults("from worker.memory import tune_malloc\n"
+                    "assert tune_malloc(16 * 2**20, 256 * 2**20) == "
+                    "{'mmap_threshold': True, 'trim_threshold': True}")
+    assert moving > 20 * 1000, moving
+    assert fixed < moving / 100, (fixed, moving)
+
+
+@glibc
+def test_the_worker_fixes_the_thresholds_at_start_and_its_forked_children_inherit_them():
+    """The worker_init handler (run in the worker's main process before the pool forks)
+    applies ENRICH_MALLOC_*; a child forked after it keeps its batches' memory, and with both
+    set to 0 glibc's own thresholds are left."""
+    start = "import worker.tasks\nfrom celery import signals\nsignals.worker_init.send(sender=None)"
+    on = _faults(start, fork=True)
+    off = _faults(start, {"ENRICH_MALLOC_MMAP_THRESHOLD": "0",
+                          "ENRICH_MALLOC_TRIM_THRESHOLD": "0"}, fork=True)
+    assert off > 20 * 1000, off
+    assert on < off / 100, (on, off)
+
+
+def test_thresholds_outside_what_glibc_takes_are_refused_when_settings_load():
+    """A threshold mallopt cannot take (an int) stops the worker at start with a clear error,
+    not a silent glibc default later."""
+    with pytest.raises(ValidationError, match="malloc_mmap_threshold"):
+        Settings(malloc_mmap_threshold=2**31)
+    with pytest.raises(ValidationError, match="malloc_trim_threshold"):
+        Settings(malloc_trim_threshold=-1)

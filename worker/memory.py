@@ -16,6 +16,9 @@ MADV_DONTNEED on the file's read-only private mappings that hold no written page
 safe by definition for those mappings: a later read faults the same bytes back in from the
 file. Mappings that were ever written (relocations, .data) are left alone. Linux only; a
 no-op elsewhere or when anything about it fails.
+
+``tune_malloc`` (below) fixes glibc's malloc thresholds so that a worker does not give its
+heap back and fault it in again on every batch.
 """
 
 from __future__ import annotations
@@ -102,3 +105,44 @@ def at_most_every(seconds: float, action: Callable[[], None]) -> Callable[[], No
             action()
 
     return maybe
+
+
+# --- glibc malloc thresholds ---------------------------------------------------------------
+# mallopt(3) parameter numbers (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc(mmap_threshold: int, trim_threshold: int) -> dict[str, bool]:
+    """Fix glibc's two malloc thresholds for this process and the children it forks.
+
+    By default glibc moves both with what the process frees: a freed block served by mmap
+    raises the mmap threshold to its size, and the top of the heap is given back to the OS
+    once more than the trim threshold (twice that) is free there. A worker that parses a
+    batch of articles, builds its documents and frees it all again then gives pages back
+    and faults them in anew on every batch: 90-100 minor page faults per article in the
+    pool children here, against 40-49 for the same stages in one plain process. Fixed
+    thresholds keep blocks under ``mmap_threshold`` on the heap and keep up to
+    ``trim_threshold`` of free heap top resident for the next batch. 0 leaves that
+    threshold to glibc. Returns which were set; anything but glibc (or a value it refuses:
+    older releases capped the mmap threshold at 32 MiB on 64-bit) leaves them as they were.
+    """
+    applied = {"mmap_threshold": False, "trim_threshold": False}
+    wanted = [(name, param, value) for name, param, value in (
+        ("mmap_threshold", _M_MMAP_THRESHOLD, mmap_threshold),
+        ("trim_threshold", _M_TRIM_THRESHOLD, trim_threshold)) if value > 0]
+    if not wanted:
+        return applied
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        mallopt.restype = ctypes.c_int
+    except (OSError, AttributeError) as exc:
+        log.debug("mallopt not available", error=str(exc))
+        return applied
+    for name, param, value in wanted:
+        applied[name] = value <= 2**31 - 1 and mallopt(param, value) == 1
+        if not applied[name]:
+            log.warning("malloc threshold refused, glibc's own kept", threshold=name,
+                        value=value)
+    return applied

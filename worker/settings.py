@@ -163,6 +163,20 @@ class Settings(BaseSettings):
         "(certificates not verified). Never in production.",
     )
 
+    # --- worker process memory (glibc malloc, worker/memory.py) ------------------------
+    malloc_mmap_threshold: int = Field(
+        16 * 2**20, ge=0, lt=2**31,
+        description="Bytes: blocks this large or larger come from mmap, smaller ones from the "
+        "heap, fixed in the worker and the pool children it forks (glibc otherwise moves it "
+        "with what is freed, and the heap is given back and faulted in again every batch). "
+        "0 = glibc's own.",
+    )
+    malloc_trim_threshold: int = Field(
+        256 * 2**20, ge=0, lt=2**31,
+        description="Bytes of free heap top a worker process keeps for its next batch before "
+        "giving memory back to the OS. 0 = glibc's own.",
+    )
+
     # --- logs ------------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON otherwise."

@@ -72,6 +72,19 @@ def _fresh_resources(**_: Any) -> None:
 
 
 @signals.worker_init.connect
+def _tune_malloc(**_: Any) -> None:
+    # In the main process, before the pool forks: its children (and those that replace them)
+    # inherit the thresholds.
+    from worker.memory import tune_malloc
+
+    settings = get_settings()
+    applied = tune_malloc(settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
+    if any(applied.values()):
+        log.debug("malloc thresholds fixed", mmap_threshold=settings.malloc_mmap_threshold,
+                  trim_threshold=settings.malloc_trim_threshold)
+
+
+@signals.worker_init.connect
 def _check_delivery_timing(**_: Any) -> None:
     settings = get_settings()
     # Live workers renew the lease of every message they hold (worker/transport.py), so a

@@ -4,7 +4,9 @@ Each process builds the pipeline exactly as embedded mode does
 (``Resources(settings, embedded=True).pipeline``: in-memory dedupe index, no store), warms
 it up on a few articles (models load), then all processes start together at a barrier and
 take articles from one shared counter until none are left. Wall time runs from the barrier
-to the last process done; model loading is not in it.
+to the last process done; model loading is not in it. Each process fixes glibc's malloc
+thresholds first, as the worker does at start (ENRICH_MALLOC_*), so that the ceiling and the
+worker run the stages on the same allocator settings.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ Row = tuple[int, dict[str, float] | None, float, str | None, dict[str, float]]
 def _child(articles, warmup, counter, barrier, results) -> None:
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     from worker.errors import EnrichError
+    from worker.memory import tune_malloc
     from worker.pipeline import STAGES, finish
     from worker.resources import Resources
     from worker.settings import get_settings
 
-    pipeline = Resources(get_settings(), embedded=True).pipeline
+    settings = get_settings()
+    tune_malloc(settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
+    pipeline = Resources(settings, embedded=True).pipeline
     for article in warmup:
         try:
             pipeline.process(dict(article))
