@@ -147,6 +147,34 @@ def test_a_ceiling_split_around_the_end_to_end_run_is_one_run_over_both_duration
     assert both["phase"]["cpu_seconds"] == {"bench": 0.2}
 
 
+def test_a_split_ceilings_page_faults_per_article_weigh_each_half_by_its_articles():
+    """Minor faults per article of two halves combine by their articles, not as a plain mean;
+    a half that did not count them leaves the figure unknown."""
+    from worker.bench.runner import _halves
+
+    both = _halves({**_run(100, 1.0, 20.0), "minor_faults_per_article": 40.0},
+                   {**_run(300, 3.0, 20.0), "minor_faults_per_article": 80.0})
+    assert both["minor_faults_per_article"] == 70.0  # (40 x 100 + 80 x 300) / 400
+    assert _halves(_run(100, 1.0, 20.0), _run(100, 1.0, 20.0))["minor_faults_per_article"] is None
+
+
+def test_minor_faults_count_the_pages_a_process_maps_in():
+    """/proc's count of a process's minor faults grows by at least the pages it first touches
+    in fresh anonymous memory."""
+    import mmap
+    import os
+
+    from worker.bench.proc import minor_faults
+
+    region = mmap.mmap(-1, 4096 * 2048)
+    before = minor_faults(os.getpid())
+    for offset in range(0, len(region), 4096):
+        region[offset] = 1
+    assert minor_faults(os.getpid()) - before >= 2048
+    region.close()
+    assert minor_faults(2**22 + 12345) is None  # no such process
+
+
 def test_end_to_end_against_ceiling_is_the_median_of_the_rounds_own_ratios():
     """Each round's end-to-end run is divided by that round's ceiling, and the target takes
     the median; the best end-to-end round over the best ceiling round (rounds 3 and 1 here:
@@ -326,6 +354,10 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     assert all(number(x) for x in gap["cpu_ms_per_article"].values()), gap
     assert all(0 < gap["cores_busy"][k] <= 1.05 for k in ("e2e", "ceiling")), gap
     assert abs(pair["cpu_ratio"] * gap["cores_busy_ratio"] - pair["ratio"]) < 0.01, pair
+    # and the minor page faults per article of the ceiling's processes and the pool children
+    faults = gap["minor_faults_per_article"]
+    assert set(faults) == {"ceiling", "worker_pool"}
+    assert all(number(x) and x >= 0 for x in faults.values()), faults
     # the tables print from these figures, the split of the round's ratio among them
     from rich.console import Console
 
@@ -336,6 +368,7 @@ def test_bench_quick_json_reports_every_figure(tiny_corpus, tmp_path):
     busy = gap["cores_busy"]
     assert (f"{gap['cores_busy_ratio']} ({busy['e2e']:.3f} / {busy['ceiling']:.3f})"
             in printed), printed
+    assert (f"{faults['worker_pool']:,.1f} ({faults['ceiling']:,.1f})" in printed), printed
     assert figures["ceiling"]["2"]["articles"] == figures["config"]["articles"]
     assert figures["stages"]["ceiling_2"]["articles"] == figures["config"]["articles"]
     # 1 -> 2 processes round by round, the 1-process ceiling split around it too

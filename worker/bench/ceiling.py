@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 import time
 from typing import Any
 
@@ -42,6 +43,7 @@ def _child(articles, warmup, counter, barrier, results) -> None:
             pass
     barrier.wait()
     started, cpu_started = time.monotonic(), time.process_time()
+    faults_started = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     rows: list[Row] = []
     while True:
         with counter.get_lock():
@@ -65,6 +67,8 @@ def _child(articles, warmup, counter, barrier, results) -> None:
                      None, cpu))
     results.put({"started": started, "ended": time.monotonic(),
                  "cpu_seconds": time.process_time() - cpu_started,
+                 "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                 - faults_started,
                  "rss_kb": proc.status_kb(os.getpid()), "rows": rows})
 
 
@@ -97,6 +101,8 @@ def run(articles: list[dict[str, Any]], processes: int, warmup: list[dict[str, A
         "articles_per_s": round(len(articles) / seconds, 3) if seconds else None,
         "cpu_ms_per_article": round(cpu * 1000 / len(articles), 3),
         "cpu_utilisation": round(cpu / (seconds * processes), 3) if seconds else None,
+        "minor_faults_per_article": round(sum(r["minor_faults"] for r in reports)
+                                          / len(articles), 1),
         "rss_mb_per_process": [round((r["rss_kb"] or 0) / 1024, 1) for r in reports],
         "rows": rows,
     }

@@ -309,6 +309,8 @@ class EndToEnd:
                         "cpu_ms_per_article": round(publishing.cpu["bench"] * 1000 / n, 3)},
             "cpu_ms_per_article": {name: round(cpu * 1000 / n, 3)
                                    for name, cpu in processing.cpu.items()},
+            "minor_faults_per_article": {name: round(faults / n, 1)
+                                         for name, faults in processing.minor_faults.items()},
             "phase": processing.figures,
             "redis": traffic,
             "timings": {a["id"]: stored[a["id"]][2] for a in articles if a["id"] in stored},

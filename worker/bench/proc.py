@@ -46,6 +46,16 @@ def cpu_seconds(pid: int, *, waited_children: bool = False) -> float | None:
     return ticks / _TICKS
 
 
+def minor_faults(pid: int) -> int | None:
+    """Minor page faults the process has taken (pages mapped in without reading a disk: a
+    heap grown again after it was given back, say); None when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[7])  # minflt (field 10 of stat)
+
+
 def _pids_where(field: int, value: int) -> list[int]:
     """Processes whose /proc/<pid>/stat field (0 = state, 1 = ppid, 2 = pgrp) is `value`."""
     found = []
@@ -91,7 +101,8 @@ def machine_busy_seconds() -> float | None:
 
 
 class Phase:
-    """Wall time, our processes' CPU and the whole machine's busy CPU over one phase.
+    """Wall time, our processes' CPU and minor page faults, and the whole machine's busy CPU
+    over one phase.
 
     ``groups()`` names our live processes ({"worker": [pids], "redis": [pid]}); this process
     (with the children it has waited for) is "bench". ``other_cores`` is the machine's busy
@@ -108,10 +119,15 @@ class Phase:
         found["bench"] = {os.getpid(): cpu_seconds(os.getpid(), waited_children=True) or 0.0}
         return found
 
+    def _faults(self) -> dict[str, dict[int, int]]:
+        return {name: {pid: n for pid in pids if (n := minor_faults(pid)) is not None}
+                for name, pids in self.groups().items()}
+
     def __enter__(self) -> "Phase":
         self._load = loadavg()
         self._busy = machine_busy_seconds()
         self._before = self._cpu()
+        self._faults_before = self._faults()
         self._time = time.monotonic()
         return self
 
@@ -123,11 +139,16 @@ class Phase:
             name: sum(cpu - self._before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
             for name, pids in after.items()
         }
+        self.minor_faults = {  # a process that appeared during the phase counts from 0
+            name: sum(n - self._faults_before.get(name, {}).get(pid, 0) for pid, n in pids.items())
+            for name, pids in self._faults().items()
+        }
         ours = sum(self.cpu.values())
         other = (busy - self._busy - ours) if busy is not None and self._busy is not None else None
         self.figures = {
             "seconds": round(self.seconds, 3),
             "cpu_seconds": {name: round(value, 3) for name, value in self.cpu.items()},
+            "minor_faults": self.minor_faults,
             "loadavg_before": self._load,
             "other_cores": round(max(other, 0.0) / self.seconds, 2)
             if other is not None and self.seconds else None,

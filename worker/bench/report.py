@@ -164,13 +164,16 @@ def _gap_table(pairs: list[dict[str, Any]]):
     from rich.table import Table
 
     table = Table(title="Where end to end loses against the ceiling: e2e ÷ N = CPU ratio × "
-                        "cores-busy ratio (CPU ms per article; share of the cores busy)")
+                        "cores-busy ratio (CPU ms per article; share of the cores busy; "
+                        "minor page faults per article)")
     for column in ("round", "e2e ÷ N", "CPU ratio", "cores-busy ratio (e2e / ceiling)",
-                   "ceiling CPU", *(name for _, name in _GROUPS)):
+                   "ceiling CPU", *(name for _, name in _GROUPS),
+                   "faults: pool (ceiling)"):
         table.add_column(column, justify="right")
     for p in pairs:
         gap = p.get("gap") or {}
         cpu, busy = gap.get("cpu_ms_per_article") or {}, gap.get("cores_busy") or {}
+        faults = gap.get("minor_faults_per_article") or {}
         ceiling = cpu.get("ceiling")
         pool = cpu.get("worker_pool")
         pool_text = _fmt(pool)
@@ -180,7 +183,8 @@ def _gap_table(pairs: list[dict[str, Any]]):
                       f"{_fmt(gap.get('cores_busy_ratio'), None)} ({_fmt(busy.get('e2e'), 3)}"
                       f" / {_fmt(busy.get('ceiling'), 3)})",
                       _fmt(ceiling), pool_text,
-                      *(_fmt(cpu.get(key)) for key, _ in _GROUPS[1:]))
+                      *(_fmt(cpu.get(key)) for key, _ in _GROUPS[1:]),
+                      f"{_fmt(faults.get('worker_pool'), 1)} ({_fmt(faults.get('ceiling'), 1)})")
     return table
 
 

@@ -104,6 +104,7 @@ def _halves(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     articles, seconds = first["articles"] + second["articles"], first["seconds"] + second["seconds"]
     cpu = first["cpu_ms_per_article"] * first["articles"] \
         + second["cpu_ms_per_article"] * second["articles"]
+    faults = [half.get("minor_faults_per_article") for half in (first, second)]
     a, b = first["phase"], second["phase"]
     others = [p.get("other_cores") for p in (a, b)]
     both = {
@@ -113,6 +114,8 @@ def _halves(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "articles_per_s": round(articles / seconds, 3) if seconds else None,
         "cpu_ms_per_article": round(cpu / articles, 3),
+        "minor_faults_per_article": None if None in faults else round(
+            (faults[0] * first["articles"] + faults[1] * second["articles"]) / articles, 1),
     }
     return {
         **both,
@@ -160,14 +163,18 @@ def gap(e2e: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
     the worker's main process, Redis and PostgreSQL: ``cpu_ms_per_article``), and the
     cores-busy ratio the share of the cores end to end kept busy over the ceiling's (time
     when a child waits and nothing of ours runs: the hand-over between messages, the tail of
-    the last message, others' load)."""
+    the last message, others' load). Beside it, minor page faults per article of the
+    ceiling's processes and of the pool children (memory given back and mapped in again)."""
     cpu = e2e.get("cpu_ms_per_article")
     groups = ({k: v for k, v in cpu.items() if k != "bench"} if isinstance(cpu, dict)
               else {"worker_pool": cpu})
     busy_e2e, busy_ceiling = _cores_busy(e2e), _cores_busy(ceiling)
     return {"cpu_ms_per_article": {"ceiling": _cpu(ceiling), **groups},
             "cores_busy": {"e2e": busy_e2e, "ceiling": busy_ceiling},
-            "cores_busy_ratio": _ratio(busy_e2e, busy_ceiling)}
+            "cores_busy_ratio": _ratio(busy_e2e, busy_ceiling),
+            "minor_faults_per_article": {
+                "ceiling": ceiling.get("minor_faults_per_article"),
+                "worker_pool": (e2e.get("minor_faults_per_article") or {}).get("worker_pool")}}
 
 
 def scaling_rounds(one_rounds: list[dict[str, Any]],
