@@ -131,7 +131,7 @@ BATCHES = textwrap.dedent("""
     def batches():
         def batch():
             blocks = [b"x" * 100_000 for _ in range(200)]
-            large = b"y" * 3_000_000
+            large = b"y" * 800_000
             del blocks, large
         batch()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -155,10 +155,13 @@ def _faults(setup: str, env: dict[str, str] | None = None, fork: bool = False) -
 @glibc
 def test_fixed_thresholds_keep_a_batchs_memory_for_the_next_batch():
     """With glibc's moving thresholds every batch gives its heap back and faults it in again
-    (thousands of faults a batch); with them fixed the next batches take almost none."""
+    (thousands of faults a batch); with the worker's default thresholds fixed the next
+    batches take almost none."""
     moving = _faults("")
     fixed = _faults("from worker.memory import tune_malloc\n"
-                    "assert tune_malloc(16 * 2**20, 256 * 2**20) == "
+                    "from worker.settings import Settings\n"
+                    "s = Settings()\n"
+                    "assert tune_malloc(s.malloc_mmap_threshold, s.malloc_trim_threshold) == "
                     "{'mmap_threshold': True, 'trim_threshold': True}")
     assert moving > 20 * 1000, moving
     assert fixed < moving / 100, (fixed, moving)
