@@ -125,7 +125,8 @@ def tune_malloc(mmap_threshold: int, trim_threshold: int) -> dict[str, bool]:
     of free heap top resident for the next message. Measured over the corpus (pool children,
     minor faults per article, RSS): glibc's own 52, 291-307 MB; 1 MiB / 32 MiB 17-28,
     297-307 MB; 4 / 64 MiB 7-13, 315-343 MB; 16 / 256 MiB 0.1, 369-371 MB. 0 leaves that
-    threshold to glibc. Returns which were set; anything but glibc (or a value it refuses:
+    threshold to glibc, but glibc stops moving both once either is set: with only one set,
+    the other stays at its fixed default (128 KiB). Returns which were set; anything but glibc (or a value it refuses:
     older releases capped the mmap threshold at 32 MiB on 64-bit) leaves them as they were.
     """
     applied = {"mmap_threshold": False, "trim_threshold": False}

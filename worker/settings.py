@@ -169,12 +169,14 @@ class Settings(BaseSettings):
         description="Bytes: blocks this large or larger come from mmap, smaller ones from the "
         "heap; fixed in the worker and the pool children it forks (glibc otherwise moves it "
         "with what is freed). Larger keeps more on the heap: fewer page faults, more RSS. "
-        "0 = glibc's own.",
+        "0 = glibc's own (its fixed 128 KiB when the trim threshold is set: glibc stops "
+        "moving both once either is set).",
     )
     malloc_trim_threshold: int = Field(
         32 * 2**20, ge=0, lt=2**31,
         description="Bytes of free heap top a worker process keeps for its next message "
-        "instead of giving them back to the OS and faulting them in again. 0 = glibc's own.",
+        "instead of giving them back to the OS and faulting them in again. 0 = glibc's own "
+        "(its fixed 128 KiB when the mmap threshold is set).",
     )
 
     # --- logs ------------------------------------------------------------------------
