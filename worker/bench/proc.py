@@ -32,14 +32,21 @@ def pss_kb(pid: int) -> int | None:
     return None
 
 
+def _stat(path: Path) -> list[str] | None:
+    """The fields of a /proc/<pid>/stat after the command name (index 0 = state, field 3 of
+    stat); None when the process is gone."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int, *, waited_children: bool = False) -> float | None:
     """User + system CPU seconds the process has used; with ``waited_children`` also that of
     its children that have exited and been waited for (a multiprocessing pool joined)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    if fields is None:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
     if waited_children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
@@ -49,11 +56,8 @@ def cpu_seconds(pid: int, *, waited_children: bool = False) -> float | None:
 def minor_faults(pid: int) -> int | None:
     """Minor page faults the process has taken (pages mapped in without reading a disk: a
     heap grown again after it was given back, say); None when the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[7])  # minflt (field 10 of stat)
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return None if fields is None else int(fields[7])  # minflt (field 10 of stat)
 
 
 def _pids_where(field: int, value: int) -> list[int]:
@@ -62,12 +66,8 @@ def _pids_where(field: int, value: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if len(fields) > field and int(fields[field]) == value:
+        fields = _stat(entry / "stat")
+        if fields is not None and len(fields) > field and int(fields[field]) == value:
             found.append(int(entry.name))
     return sorted(found)
 
